@@ -8,6 +8,7 @@ is checked before it becomes a `Motion`.
 from __future__ import annotations
 
 import io
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -105,10 +106,21 @@ def beat2_arrays(motion: Motion) -> dict[str, np.ndarray]:
 
 
 def write_beat2(motion: Motion, path: str | os.PathLike) -> Path:
-    """Save ``motion`` as a BEAT2 ``.npz`` (plain ``np.savez``, no pickled objects); returns the path."""
+    """Save ``motion`` as a BEAT2 ``.npz`` (plain ``np.savez``, no pickled objects); returns the path.
+
+    When the clip carries ``meta`` (generated clips do: model, weights, seed, settings), it is
+    written beside it as ``<name>.json``, since the BEAT2 format has no place for it.
+    """
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")  # np.savez would append it silently otherwise
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **beat2_arrays(motion))
+    if motion.meta:
+        sidecar_path(path).write_text(json.dumps(motion.meta, indent=2, sort_keys=True, default=str) + "\n")
     return path
+
+
+def sidecar_path(npz_path: str | os.PathLike) -> Path:
+    """``out.npz`` -> ``out.json``: where a motion file's provenance is written."""
+    return Path(npz_path).with_suffix(".json")

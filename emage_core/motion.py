@@ -32,6 +32,8 @@ class Motion:
     trans: np.ndarray
     betas: np.ndarray = field(default_factory=lambda: np.zeros(N_BETAS, np.float32))
     fps: float = DEFAULT_FPS
+    #: Where the clip came from (model, weights, seed, settings); written beside files, never into them.
+    meta: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
         self.poses = np.ascontiguousarray(self.poses, dtype=np.float32)
@@ -100,7 +102,7 @@ class Motion:
         """Frames ``[start, stop)`` (Python slice semantics) as a new Motion."""
         s = slice(start, stop)
         return replace(self, poses=self.poses[s].copy(), expressions=self.expressions[s].copy(),
-                       trans=self.trans[s].copy(), betas=self.betas.copy())
+                       trans=self.trans[s].copy(), betas=self.betas.copy(), meta=dict(self.meta))
 
     def __getitem__(self, s: slice) -> "Motion":
         if not isinstance(s, slice) or s.step not in (None, 1):

@@ -1,0 +1,340 @@
+"""Windowed EMAGE generation over speech of any length.
+
+The audio model sees 64-frame windows (30 fps) that advance by 60 frames. The first 4
+frames of each window are *seeds*: known motion (mask 0) taken from the previous window's
+decoded output, or from the caller's motion wherever its mask is 0, which is how locked
+parts work. Once every window has produced its part codes, the whole code sequence is
+decoded by the VQ-VAEs and the global-motion autoencoder like the reference does it (in
+one pass there; here in chunks that carry the convolutions' receptive field as context,
+which is the same computation with bounded memory).
+
+Differences from the reference (``EmageAudioModel.inference`` + ``EmageVQModel.decode``):
+
+- it returns exactly ``T = N * 30 // 16000`` frames. The reference crashes for T <= 8 and
+  drops the last 4 + r frames when ``(T - 4) % 60 = r <= 4``. Here audio shorter than 9
+  frames is padded with silence up to 9 frames and the result cut back to T; in the other
+  case one more 64-frame window ends exactly at T, with every frame of it that was already
+  generated given as known motion, so the missing 4 + r frames continue the motion. Where
+  the reference returns all T frames, the windows and outputs are the same as its own;
+- ``temperature > 0`` samples the upper, hands and lower codes (the reference always takes
+  the argmax, which is what ``temperature == 0`` does); the face always snaps its latent
+  to the nearest code;
+- the seeds are decoded from only the frames that can reach them through the decoders'
+  receptive field, not from the whole window (same numbers, less work);
+- ``exact_audio_timing=True`` (off by default) fixes the reference's audio drift, see `run`.
+
+Axis-angle comes out of the decoders through `_rot6d_to_axis_angle`, a copy of the
+reference's numerics: `rotation.rot6d_to_axis_angle` is more accurate but differs by up to
+2e-4 rad, above the parity tolerance.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from . import rotation
+from .model import (
+    HANDS_JOINTS,
+    JAW_JOINT,
+    LOWER_JOINTS,
+    MOTION_DIM,
+    N_JOINTS,
+    TRANS_SLICE,
+    UPPER_JOINTS,
+    EmageModels,
+)
+
+__all__ = ["EmageModels", "Window", "plan_windows", "default_motion", "decode_parts", "global_translation", "run"]
+
+PARTS = ("face", "upper", "hands", "lower")
+BODY_PARTS = ("upper", "hands", "lower")  # parts chosen from class logits (the face uses its latent)
+DECODE_CHUNK = 2048  # frames per pass of the final decode: bounded memory, cache-friendly convs
+
+
+@dataclass(frozen=True)
+class Window:
+    """One forward pass: frames [start, start + length) of the (padded) sequence.
+
+    The first ``n_seed`` frames are given (mask 0), from the previous window's decoded output
+    unless the caller's mask is 0 there. Output frames run from ``start + keep`` up to where the
+    next window's output begins (to the window's end for the last one).
+    """
+
+    start: int
+    length: int
+    n_seed: int
+    keep: int  # offset of the first kept frame inside the window
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+def plan_windows(n_frames: int, window: int = 64, seed: int = 4) -> list[Window]:
+    """Windows covering exactly ``n_frames`` (>= seed + 5) frames, the reference's where it has them.
+
+    Reference: windows at 0, 60, 120, ... each keeping its first 60 frames, then a final window
+    of 4 + r frames (r = (n - 4) % 60) keeping all of them, run only when r > 4. For r <= 4 we
+    add a full window ending at n_frames whose already generated frames are all seeds, and keep
+    its last 4 + r frames.
+    """
+    hop = window - seed
+    if n_frames < seed + 5:
+        raise ValueError(f"need at least {seed + 5} frames, got {n_frames}")
+    rounds, remain = divmod(n_frames - seed, hop)
+    plan = [Window(i * hop, window, seed, 0) for i in range(rounds)]
+    if remain > seed:
+        plan.append(Window(rounds * hop, seed + remain, seed, 0))
+    elif rounds:  # remain <= seed: n_frames >= window here
+        start = n_frames - window
+        plan.append(Window(start, window, rounds * hop - start, rounds * hop - start))
+    return plan
+
+
+def default_motion(n_frames: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(1, n_frames, 337): identity rotations (6D [1,0,0,0,1,0]), zero translation and contact."""
+    m = torch.zeros(1, n_frames, MOTION_DIM, device=device, dtype=dtype)
+    rot = m[:, :, : N_JOINTS * 6].view(1, n_frames, N_JOINTS, 6)
+    rot[..., 0] = 1.0
+    rot[..., 4] = 1.0
+    return m
+
+
+def _rot6d_to_axis_angle(d6: torch.Tensor) -> torch.Tensor:
+    """(..., 6) -> (..., 3) with the reference's numerics, which golden parity needs.
+
+    `rotation.matrix_to_axis_angle` picks the best-conditioned quaternion formula; EMAGE takes
+    every component from the matrix diagonal (sqrt of 1 +- m00 +- m11 +- m22) and signs it from
+    the off-diagonals. Small components then differ by up to ~2e-4 rad between the two, which is
+    above the parity tolerance, so the decoder output goes through this variant.
+    """
+    m = rotation.rot6d_to_matrix(d6)
+    m00, m11, m22 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
+
+    def half_sqrt(v: torch.Tensor) -> torch.Tensor:
+        return 0.5 * torch.sqrt(torch.clamp(v, min=0.0))  # sqrt of the positive part, 0 otherwise
+
+    def signed(mag: torch.Tensor, sign_of: torch.Tensor) -> torch.Tensor:
+        return torch.where(sign_of < 0, -mag, mag)
+
+    w = half_sqrt(1 + m00 + m11 + m22)
+    x = signed(half_sqrt(1 + m00 - m11 - m22), m[..., 2, 1] - m[..., 1, 2])
+    y = signed(half_sqrt(1 - m00 + m11 - m22), m[..., 0, 2] - m[..., 2, 0])
+    z = signed(half_sqrt(1 - m00 - m11 + m22), m[..., 1, 0] - m[..., 0, 1])
+    xyz = torch.stack([x, y, z], dim=-1)
+    half = torch.atan2(torch.linalg.norm(xyz, dim=-1, keepdim=True), w[..., None])
+    angle = 2 * half
+    small = angle.abs() < 1e-6
+    # sin(angle / 2) / angle, with its Taylor expansion near zero
+    ratio = torch.where(small, 0.5 - angle * angle / 48, torch.sin(half) / torch.where(small, torch.ones_like(angle), angle))
+    return xyz / ratio
+
+
+def decode_parts(models: EmageModels, face_index, upper_index, hands_index, lower_index) -> dict[str, torch.Tensor]:
+    """Part codes (B, T) -> motion, as the reference's ``EmageVQModel.decode``.
+
+    Returns motion_axis_angle (B, T, 165): joint 0 from the lower part, jaw from the face, eyes 0;
+    expression (B, T, 100); all_motion4inference (B, T, 337) = 6D of those rotations + the lower
+    part's translation and contact; lower (B, T, 61), the global model's input.
+    """
+    face = models.face.decode(face_index)  # (B, T, 106)
+    upper = models.upper.decode(upper_index)  # (B, T, 78)
+    hands = models.hands.decode(hands_index)  # (B, T, 180)
+    lower = models.lower.decode(lower_index)  # (B, T, 61)
+    B, T = face.shape[:2]
+    aa = face.new_zeros(B, T, N_JOINTS, 3)
+    aa[:, :, list(UPPER_JOINTS)] = _rot6d_to_axis_angle(upper.reshape(B, T, -1, 6))
+    aa[:, :, list(HANDS_JOINTS)] = _rot6d_to_axis_angle(hands.reshape(B, T, -1, 6))
+    aa[:, :, list(LOWER_JOINTS)] = _rot6d_to_axis_angle(lower[..., : len(LOWER_JOINTS) * 6].reshape(B, T, -1, 6))
+    aa[:, :, JAW_JOINT] = _rot6d_to_axis_angle(face[..., :6])
+    # The reference re-encodes all joints from axis-angle (not the raw decoder 6D): keep that.
+    rot6d = rotation.axis_angle_to_rot6d(aa).reshape(B, T, N_JOINTS * 6)
+    return {
+        "motion_axis_angle": aa.reshape(B, T, N_JOINTS * 3),
+        "expression": face[..., 6:],
+        "all_motion4inference": torch.cat([rot6d, lower[..., len(LOWER_JOINTS) * 6 :]], dim=2),
+        "lower": lower,
+    }
+
+
+def _decode_range(models: EmageModels, codes: dict[str, torch.Tensor], lo: int, hi: int, halo: int) -> dict[str, torch.Tensor]:
+    """`decode_parts` of frames [lo, hi) of the code sequences, reading only the ``halo`` frames
+    of context on each side that can reach them through the conv decoders."""
+    T = codes["face"].shape[1]
+    a, b = max(0, lo - halo), min(T, hi + halo)
+    dec = decode_parts(models, *(codes[p][:, a:b] for p in PARTS))
+    return {k: v[:, lo - a : hi - a] for k, v in dec.items()}
+
+
+def global_translation(
+    models: EmageModels, lower: torch.Tensor, ref_trans: torch.Tensor, fps: float = 30, chunk: int | None = None
+) -> torch.Tensor:
+    """Root translation (B, T, 3) from the decoded lower body (B, T, 61).
+
+    The global model gives (vx, y, vz) per frame in channels 54:57; x and z are integrated from
+    ref_trans (B, 3): pos[0] = ref, pos[t] = pos[t-1] + v[t-1] / fps; y is used as it is.
+    The model runs ``chunk`` frames at a time with its receptive field as context (same result).
+    """
+    T, halo = lower.shape[1], models.global_.receptive_radius
+    chunk = chunk or DECODE_CHUNK
+    pieces = []
+    for lo in range(0, T, chunk):
+        hi = min(lo + chunk, T)
+        a, b = max(0, lo - halo), min(T, hi + halo)
+        pieces.append(models.global_(lower[:, a:b])["rec_pose"][:, lo - a : hi - a, 54:57])
+    v = torch.cat(pieces, dim=1)
+
+    def integrate(vel: torch.Tensor, start: torch.Tensor) -> torch.Tensor:  # (B, T), (B,)
+        steps = torch.cat([start[:, None], vel[:, :-1] * (1 / fps)], dim=1)
+        return steps.cumsum(dim=1)
+
+    x = integrate(v[..., 0], ref_trans[:, 0])
+    z = integrate(v[..., 2], ref_trans[:, 2])
+    return torch.stack([x, v[..., 1], z], dim=-1)
+
+
+def _choose(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """(B, T, K) logits -> (B, T) codes: argmax, or a sample of softmax(logits / temperature)."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = F.softmax(logits.float() / temperature, dim=-1).reshape(-1, logits.shape[-1])
+    if generator is not None and generator.device != probs.device:
+        probs = probs.to(generator.device)  # a CPU generator keeps CUDA runs reproducible too
+    idx = torch.multinomial(probs, 1, generator=generator)
+    return idx.view(logits.shape[:-1]).to(logits.device)
+
+
+def _as_batch(x, n_frames: int, what: str, device) -> torch.Tensor:
+    x = torch.as_tensor(x).to(device=device, dtype=torch.float32)
+    if x.dim() == 2:
+        x = x[None]
+    if x.dim() != 3 or x.shape[0] != 1 or x.shape[2] != MOTION_DIM:
+        raise ValueError(f"{what} must be (1, T, {MOTION_DIM}), got {tuple(x.shape)}")
+    return x[:, :n_frames]
+
+
+def run(
+    models: EmageModels,
+    audio,
+    *,
+    motion=None,
+    mask=None,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    speaker: int = 0,
+    exact_audio_timing: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Generate motion for 16 kHz mono speech ``audio`` (1, N) (or (N,)); T = N * 30 // 16000 >= 1.
+
+    motion (1, T, 337): given motion (55 joints 6D, translation 3, contact 4); default identity
+    rotations and zeros. mask (1, T, 337): 1 = generate, 0 = keep the given value; default all 1.
+    (Like the reference, the first 4 frames always seed the first window from ``motion``.)
+    Shorter motion/mask cover the first frames only. Runs on the models' device.
+
+    ``exact_audio_timing``: the reference starts window f's audio at sample f * 533, which runs
+    ahead of the frame clock by 1/3 sample per frame (0.375 s after 10 minutes, so late gestures
+    follow speech that came earlier). True starts it at round(f * 16000 / 30) instead; not
+    reference-exact beyond the first window.
+
+    Returns tensors on that device, batch 1:
+      motion_axis_angle (1, T, 165), expression (1, T, 100), trans (1, T, 3),
+      all_motion4inference (1, T, 337), {face,upper,hands,lower}_index (1, T) int64
+      (face_index_from_latent = face_index), latent_rec_{part} (1, T, K) latents and
+      latent_cls_{part} (1, T, K) code logits.
+    """
+    cfg = models.audio.config
+    device = models.device
+    fps, sr = cfg.pose_fps, cfg.audio_sr
+    spf = sr // fps  # samples per frame as the reference slices them (533)
+    W, S = cfg.pose_length, cfg.seed_frames
+
+    audio = torch.as_tensor(audio).to(device=device, dtype=torch.float32)
+    if audio.dim() == 1:
+        audio = audio[None]
+    if audio.dim() != 2 or audio.shape[0] != 1:
+        raise ValueError(f"audio must be (1, N) or (N,), got {tuple(audio.shape)}")
+    T = audio.shape[1] * fps // sr
+    if T < 1:
+        raise ValueError(f"audio too short: {audio.shape[1]} samples is less than one frame at {fps} fps")
+    Tp = max(T, S + 5)  # the shortest sequence the windows handle (9 frames); shorter audio gets silence
+    if audio.shape[1] < Tp * spf:
+        audio = F.pad(audio, (0, Tp * spf - audio.shape[1]))
+
+    def audio_start(frame: int) -> int:
+        return round(frame * sr / fps) if exact_audio_timing else frame * spf
+
+    base = default_motion(Tp, device)
+    ref_trans = torch.zeros(1, 3, device=device)
+    if motion is not None:
+        motion = _as_batch(motion, Tp, "motion", device)
+        base[:, : motion.shape[1]] = motion
+        ref_trans = motion[:, 0, TRANS_SLICE]  # the reference integrates from the given frame-0 translation
+    full_mask = torch.ones_like(base)
+    if mask is not None:
+        mask = _as_batch(mask, Tp, "mask", device)
+        full_mask[:, : mask.shape[1]] = mask
+
+    plan = plan_windows(Tp, W, S)
+    K = cfg.vae_codebook_size
+    out = {f"latent_{kind}_{p}": base.new_empty(1, Tp, K) for kind in ("rec", "cls") for p in PARTS}
+    index = {p: torch.empty(1, Tp, dtype=torch.long, device=device) for p in PARTS}
+    speaker_id = torch.full((1, 1), speaker, dtype=torch.long, device=device)
+    halo = max(getattr(models, p).decoder.receptive_radius for p in PARTS)
+
+    was_training = {name: m.training for name, m in models.as_dict().items()}
+    models.eval()
+    try:
+        with torch.inference_mode():
+            seed = base[:, :S]  # the first window is seeded from the given (or default) motion
+            for i, w in enumerate(plan):
+                win_motion = base[:, w.start : w.end].clone()
+                win_mask = full_mask[:, w.start : w.end].clone()
+                given = win_mask[:, : w.n_seed] == 0
+                win_motion[:, : w.n_seed] = torch.where(given, win_motion[:, : w.n_seed], seed)
+                win_mask[:, : w.n_seed] = 0
+                a0 = audio_start(w.start)  # length * 533 samples give `length` frames (or one more)
+                wav = audio[:, a0 : a0 + w.length * spf]
+                if wav.shape[1] < w.length * spf:  # cannot happen with the reference timing
+                    wav = F.pad(wav, (0, w.length * spf - wav.shape[1]))
+                net = models.audio(wav, speaker_id, win_motion, win_mask)
+
+                codes = {"face": models.face.latent_to_index(net["rec_face"])}
+                for p in BODY_PARTS:
+                    codes[p] = _choose(net[f"cls_{p}"], temperature, generator)
+
+                # keep frames [keep, stop): up to where the next window's kept frames begin
+                stop = plan[i + 1].start + plan[i + 1].keep - w.start if i + 1 < len(plan) else w.length
+                dst = slice(w.start + w.keep, w.start + stop)
+                for p in PARTS:
+                    out[f"latent_rec_{p}"][:, dst] = net[f"rec_{p}"][:, w.keep : stop]
+                    out[f"latent_cls_{p}"][:, dst] = net[f"cls_{p}"][:, w.keep : stop]
+                    index[p][:, dst] = codes[p][:, w.keep : stop]
+
+                if i + 1 < len(plan):  # decode the next window's seed frames from this window's codes
+                    lo = plan[i + 1].start - w.start
+                    seed = _decode_range(models, codes, lo, lo + plan[i + 1].n_seed, halo)["all_motion4inference"]
+                del net
+                if progress is not None:
+                    progress((i + 1) / len(plan), f"window {i + 1}/{len(plan)}")
+
+            # The reference decodes the concatenated codes in one pass, not window by window; in
+            # chunks with enough context on each side that is the same computation.
+            index = {p: v[:, :T] for p, v in index.items()}
+            pieces = [_decode_range(models, index, s, min(s + DECODE_CHUNK, T), halo) for s in range(0, T, DECODE_CHUNK)]
+            result = {k: torch.cat([piece[k] for piece in pieces], dim=1) for k in pieces[0]}
+            del pieces
+            trans = global_translation(models, result.pop("lower"), ref_trans, fps)
+    finally:
+        for name, m in models.as_dict().items():
+            m.train(was_training[name])
+
+    result["trans"] = trans
+    for p in PARTS:
+        result[f"{p}_index"] = index[p]
+    result["face_index_from_latent"] = index["face"]
+    result.update({k: v[:, :T] for k, v in out.items()})
+    return result
