@@ -36,20 +36,11 @@ import torch
 import torch.nn.functional as F
 
 from . import rotation
-from .model import (
-    HANDS_JOINTS,
-    JAW_JOINT,
-    LOWER_JOINTS,
-    MOTION_DIM,
-    N_JOINTS,
-    TRANS_SLICE,
-    UPPER_JOINTS,
-    EmageModels,
-)
+from .model import MOTION_DIM, TRANS_SLICE, VQ_PARTS, EmageModels
+from .skeleton import HANDS_JOINTS, JAW, LOWER_JOINTS, N_JOINTS, UPPER_JOINTS
 
 __all__ = ["EmageModels", "Window", "plan_windows", "default_motion", "decode_parts", "global_translation", "run"]
 
-PARTS = ("face", "upper", "hands", "lower")
 BODY_PARTS = ("upper", "hands", "lower")  # parts chosen from class logits (the face uses its latent)
 DECODE_CHUNK = 2048  # frames per pass of the final decode: bounded memory, cache-friendly convs
 
@@ -149,7 +140,7 @@ def decode_parts(models: EmageModels, face_index, upper_index, hands_index, lowe
     aa[:, :, list(UPPER_JOINTS)] = _rot6d_to_axis_angle(upper.reshape(B, T, -1, 6))
     aa[:, :, list(HANDS_JOINTS)] = _rot6d_to_axis_angle(hands.reshape(B, T, -1, 6))
     aa[:, :, list(LOWER_JOINTS)] = _rot6d_to_axis_angle(lower[..., : len(LOWER_JOINTS) * 6].reshape(B, T, -1, 6))
-    aa[:, :, JAW_JOINT] = _rot6d_to_axis_angle(face[..., :6])
+    aa[:, :, JAW] = _rot6d_to_axis_angle(face[..., :6])
     # The reference re-encodes all joints from axis-angle (not the raw decoder 6D): keep that.
     rot6d = rotation.axis_angle_to_rot6d(aa).reshape(B, T, N_JOINTS * 6)
     return {
@@ -165,7 +156,7 @@ def _decode_range(models: EmageModels, codes: dict[str, torch.Tensor], lo: int, 
     of context on each side that can reach them through the conv decoders."""
     T = codes["face"].shape[1]
     a, b = max(0, lo - halo), min(T, hi + halo)
-    dec = decode_parts(models, *(codes[p][:, a:b] for p in PARTS))
+    dec = decode_parts(models, *(codes[p][:, a:b] for p in VQ_PARTS))
     return {k: v[:, lo - a : hi - a] for k, v in dec.items()}
 
 
@@ -280,10 +271,10 @@ def run(
 
     plan = plan_windows(Tp, W, S)
     K = cfg.vae_codebook_size
-    out = {f"latent_{kind}_{p}": base.new_empty(1, Tp, K) for kind in ("rec", "cls") for p in PARTS}
-    index = {p: torch.empty(1, Tp, dtype=torch.long, device=device) for p in PARTS}
+    out = {f"latent_{kind}_{p}": base.new_empty(1, Tp, K) for kind in ("rec", "cls") for p in VQ_PARTS}
+    index = {p: torch.empty(1, Tp, dtype=torch.long, device=device) for p in VQ_PARTS}
     speaker_id = torch.full((1, 1), speaker, dtype=torch.long, device=device)
-    halo = max(getattr(models, p).decoder.receptive_radius for p in PARTS)
+    halo = max(getattr(models, p).decoder.receptive_radius for p in VQ_PARTS)
 
     was_training = {name: m.training for name, m in models.as_dict().items()}
     models.eval()
@@ -309,7 +300,7 @@ def run(
                 # keep frames [keep, stop): up to where the next window's kept frames begin
                 stop = plan[i + 1].start + plan[i + 1].keep - w.start if i + 1 < len(plan) else w.length
                 dst = slice(w.start + w.keep, w.start + stop)
-                for p in PARTS:
+                for p in VQ_PARTS:
                     out[f"latent_rec_{p}"][:, dst] = net[f"rec_{p}"][:, w.keep : stop]
                     out[f"latent_cls_{p}"][:, dst] = net[f"cls_{p}"][:, w.keep : stop]
                     index[p][:, dst] = codes[p][:, w.keep : stop]
@@ -333,7 +324,7 @@ def run(
             m.train(was_training[name])
 
     result["trans"] = trans
-    for p in PARTS:
+    for p in VQ_PARTS:
         result[f"{p}_index"] = index[p]
     result["face_index_from_latent"] = index["face"]
     result.update({k: v[:, :T] for k, v in out.items()})

@@ -21,22 +21,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .skeleton import HANDS_JOINTS, LOWER_JOINTS, N_EXPRESSIONS, N_JOINTS, UPPER_JOINTS
+
 # -----------------------------------------------------------------------------
 # Motion layout: 337 channels per frame = 55 joints x 6D rotation, translation 3, foot contact 4.
-# Plain constants so that they can move to a shared skeleton module later.
 
-N_JOINTS = 55
 ROT6D = 6
-N_EXPRESSIONS = 100
 MOTION_DIM = N_JOINTS * ROT6D + 3 + 4  # 337
 TRANS_SLICE = slice(N_JOINTS * ROT6D, N_JOINTS * ROT6D + 3)  # 330:333
 CONTACT_SLICE = slice(N_JOINTS * ROT6D + 3, MOTION_DIM)  # 333:337
-
-JAW_JOINT = 22
-EYE_JOINTS = (23, 24)  # never generated: always zero rotation
-UPPER_JOINTS = (3, 6, 9, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21)
-HANDS_JOINTS = tuple(range(25, 55))
-LOWER_JOINTS = (0, 1, 2, 4, 5, 7, 8, 10, 11)
 
 # Feature sizes of the part VQ-VAEs.
 FACE_DIM = ROT6D + N_EXPRESSIONS  # 106 = jaw 6D + expressions
@@ -44,7 +37,7 @@ UPPER_DIM = len(UPPER_JOINTS) * ROT6D  # 78
 HANDS_DIM = len(HANDS_JOINTS) * ROT6D  # 180
 LOWER_DIM = len(LOWER_JOINTS) * ROT6D + 3 + 4  # 61 = joints + translation + contact
 
-PARTS = ("face", "upper", "hands", "lower")
+VQ_PARTS = ("face", "upper", "hands", "lower")  # the parts coded by a VQ-VAE
 
 
 def _from_dict(cls, d: Mapping[str, Any]):
