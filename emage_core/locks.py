@@ -142,3 +142,27 @@ def apply_locks(generated: Motion, reference: Motion, locks: list[Lock], crossfa
             gen, ref = getattr(out, extra), getattr(reference, extra)
             gen[t] = (1 - wt[:, None]) * gen[t] + wt[:, None] * ref[src]
     return out
+
+
+def locks_from_rows(rows) -> list[Lock]:
+    """Table rows ``(part, start, end)`` (strings or numbers, e.g. from the app's lock table) -> locks.
+
+    Blank rows are skipped; a malformed row raises `LockError` naming its row number (1-based).
+    """
+    locks = []
+    for i, row in enumerate(rows or [], 1):
+        cells = ["" if c is None or (isinstance(c, float) and np.isnan(c)) else str(c).strip() for c in list(row)[:3]]
+        cells += [""] * (3 - len(cells))
+        if not any(cells):
+            continue
+        part, start, end = cells
+        if part not in PARTS:
+            raise LockError(f"lock row {i}: unknown part {part!r}; parts are {', '.join(PARTS)}")
+        try:
+            lock = Lock(part, float(start), float(end))
+        except ValueError:
+            raise LockError(f"lock row {i}: start and end must be numbers of seconds, got {start!r} and {end!r}") from None
+        if not lock.start < lock.end:
+            raise LockError(f"lock row {i}: start ({lock.start:g} s) must be before end ({lock.end:g} s)")
+        locks.append(lock)
+    return locks
