@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from emage_core.worker import GenerationWorker
 from ui.blocks import build_demo
+from ui.studio import Studio
 
 
 def main() -> None:
@@ -11,8 +13,17 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    parser.add_argument("--queue-size", type=int, default=16, help="requests waiting at most (default 16)")
     args = parser.parse_args()
-    build_demo().queue(max_size=32).launch(server_name=args.host, server_port=args.port, share=args.share)
+
+    studio = Studio(GenerationWorker(device=args.device))
+    demo = build_demo(studio).queue(max_size=args.queue_size)
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                    max_file_size="100mb", allowed_paths=[str(studio.root)])
+    finally:
+        studio.worker.close()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,191 @@
+"""What the page's controls do: validate input, queue the job on the worker, present the results.
+
+Kept apart from the layout (`ui/blocks.py`) so the handlers can be tested without a browser.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from emage_core import hub
+from emage_core.audio import AudioError, load_audio
+from emage_core.beat2 import MotionFileError, read_beat2
+from emage_core.jobs import MAX_VARIANTS, JobSettings
+from emage_core.locks import LockError, locks_from_rows, validate_locks
+from emage_core.worker import GenerationWorker, JobRequest
+
+from .timeline import draw_timeline
+
+BUNDLED = "bundled"
+HUB_PREFIX = "hub:"
+LOCAL_PREFIX = "local:"
+# status, grid video, one video per variant, downloads, metadata, previous-result state
+N_OUTPUTS = 1 + 1 + MAX_VARIANTS + 1 + 1 + 1
+
+
+def _checkpoint_roots() -> list[Path]:
+    """Folders an operator allows local checkpoints from (EMAGE_CHECKPOINT_DIRS, ':'-separated)."""
+    return [Path(p).resolve() for p in os.environ.get("EMAGE_CHECKPOINT_DIRS", "").split(os.pathsep) if p]
+
+
+def model_choices() -> list[tuple[str, str]]:
+    """(label, value) for the model selector. Users pick from this list; they never type a path."""
+    choices = [("Bundled default (offline, small)", BUNDLED),
+               (f"Official EMAGE weights (Hugging Face Hub: {hub.default_repo_id()})", HUB_PREFIX + hub.default_repo_id())]
+    for root in _checkpoint_roots():
+        if root.is_dir():
+            for d in sorted(root.iterdir()):
+                if (d / "config.json").is_file() and (d / "emage_vq").is_dir():
+                    choices.append((f"Local checkpoint: {d.name}", f"{LOCAL_PREFIX}{root}{os.sep}{d.name}"))
+    return choices
+
+
+def model_source(choice: str) -> str | None:
+    """Selector value -> `from_pretrained` source, refusing anything not offered by `model_choices`."""
+    if choice in (None, "", BUNDLED):
+        return None
+    if choice.startswith(HUB_PREFIX):
+        return choice[len(HUB_PREFIX):]
+    if choice.startswith(LOCAL_PREFIX) and choice in {v for _, v in model_choices()}:
+        return choice[len(LOCAL_PREFIX):]
+    raise gr.Error(f"unknown model choice {choice!r}")
+
+
+def model_info(choice: str) -> str:
+    """Markdown telling which weights a choice loads, honestly."""
+    if choice in (None, "", BUNDLED):
+        return ("**Bundled default**: a small EMAGE model trained by EMAGE Studio on a 63 s BEAT2 sample "
+                "(speaker 2, CC BY-NC 4.0). Works offline; quality is far below the official weights.")
+    if choice.startswith(HUB_PREFIX):
+        return (f"**Official EMAGE** (`{choice[len(HUB_PREFIX):]}`, Liu et al. CVPR 2024), loaded from the "
+                "Hugging Face Hub (about 600 MB on first use, then cached).")
+    return f"**Local checkpoint** `{Path(choice[len(LOCAL_PREFIX):]).name}`"
+
+
+@dataclass
+class Studio:
+    """Per-process app state: the worker and where request folders live."""
+
+    worker: GenerationWorker
+    root: Path = field(default_factory=lambda: Path(os.environ.get(
+        "EMAGE_STUDIO_OUTPUTS", Path(tempfile.gettempdir()) / "emage_studio")))
+    retention_s: float = float(os.environ.get("EMAGE_STUDIO_RETENTION_S", 3600))
+    max_speech_s: float = float(os.environ.get("EMAGE_STUDIO_MAX_SPEECH_S", 600))
+
+    def __post_init__(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # -- request folders ------------------------------------------------------------------
+    def new_request_dir(self) -> Path:
+        """A fresh private folder for one request; folders older than the retention time go."""
+        self.clean_old()
+        d = self.root / uuid.uuid4().hex
+        d.mkdir()
+        return d
+
+    def clean_old(self) -> int:
+        removed, now = 0, time.time()
+        for d in self.root.iterdir():
+            if d.is_dir() and now - d.stat().st_mtime > self.retention_s:
+                shutil.rmtree(d, ignore_errors=True)
+                removed += 1
+        return removed
+
+    # -- handlers -------------------------------------------------------------------------
+    def timeline(self, speech: str | None, rows) -> tuple[np.ndarray, str]:
+        """Redraw the timeline picture; a message when a row is malformed."""
+        wav, duration, note = None, 10.0, ""
+        if speech:
+            try:
+                wav = load_audio(speech, max_seconds=self.max_speech_s)
+                duration = wav.shape[0] / 16000
+            except AudioError as e:
+                note = f"Speech: {e}"
+        try:
+            locks = locks_from_rows(_rows(rows))
+        except LockError as e:
+            locks, note = [], str(e)
+        over = [str(l) for l in locks if l.end > duration + 1e-9]
+        if over and wav is not None:
+            note = f"Beyond the end of the speech ({duration:.2f} s): {', '.join(over)}"
+        return np.asarray(draw_timeline(locks, duration, wav)), note
+
+    def generate(self, speech, model, emotion, lock_rows, reference, use_previous, variants, seed,
+                 temperature, view, size, show_labels, renderer, previous, progress=gr.Progress()):
+        """Validate, run on the worker with progress, and return every output (a generator for Gradio)."""
+        if not speech:
+            raise gr.Error("Please upload or record speech first.")
+        try:
+            wav = load_audio(speech, max_seconds=self.max_speech_s)
+            locks = locks_from_rows(_rows(lock_rows))
+            ref_path = previous if use_previous else reference
+            if locks and not ref_path:
+                raise LockError("locked parts need a reference motion: upload a BEAT2 .npz or tick "
+                                "'use the previous result'")
+            if use_previous and not (previous and Path(previous).is_file()):
+                raise LockError("there is no previous result to lock to (or it has expired); generate once first")
+            ref = read_beat2(ref_path) if ref_path else None
+            if ref is not None and ref.fps != 30:
+                ref = ref.resample(30)
+            validate_locks(locks, wav.shape[0] * 30 // 16000, ref if locks else None)
+            settings = JobSettings(model=model_source(model), seed=None if seed is None or seed < 0 else int(seed),
+                                   variants=int(variants), temperature=float(temperature),
+                                   locks=[str(l) for l in locks], view=view, size=int(size),
+                                   show_labels=bool(show_labels), renderer=renderer)
+            settings.validate()
+        except (AudioError, MotionFileError, LockError, ValueError) as e:
+            raise gr.Error(str(e)) from None
+
+        out_dir = self.new_request_dir()
+        req = JobRequest(job_id=out_dir.name, speech=str(speech), out_dir=str(out_dir), settings=settings,
+                         reference=str(ref_path) if ref_path else None)
+        progress(0.0, desc="waiting for the generation worker")
+        # A generator, so that Gradio's cancel closes it, which cancels the job on the worker.
+        last = 0.0
+        for event in self.worker.submit(req):
+            if event.kind == "progress":
+                progress(event.fraction, desc=event.message)
+                if time.monotonic() - last > 1.0:
+                    last = time.monotonic()
+                    yield (f"Working: {event.message}", *[gr.skip()] * (N_OUTPUTS - 1))
+            elif event.kind == "error":
+                hint = (" The Hub may be unreachable: choose 'Bundled default' to generate offline."
+                        if settings.model and not Path(settings.model).exists() else "")
+                raise gr.Error(f"Generation failed: {event.message}.{hint}")
+            elif event.kind == "cancelled":
+                raise gr.Error("Cancelled.")
+            else:
+                yield self._present(event.result)
+                return
+        raise gr.Error("Generation ended without a result.")
+
+    @staticmethod
+    def _present(result):
+        videos = [str(p) for p in result.videos]
+        cells = [gr.update(value=videos[k], visible=True) if k < len(videos) else gr.update(value=None, visible=False)
+                 for k in range(MAX_VARIANTS)]
+        files = [str(p) for p in (*result.motions, *result.bvhs, result.metadata, result.archive)]
+        meta = json.loads(result.metadata.read_text())
+        status = (f"Done: {len(videos)} variant(s), {meta['frames']} frames, model `{meta['model_id']}`, "
+                  f"seeds {meta['seeds']}.")
+        return (status, str(result.grid), *cells, files, meta, str(result.motions[0]))
+
+
+def _rows(table) -> list:
+    """A Gradio table value (pandas DataFrame, dict or list of lists) -> list of rows."""
+    if table is None:
+        return []
+    if hasattr(table, "values") and hasattr(table, "columns"):  # pandas
+        return table.values.tolist()
+    if isinstance(table, dict) and "data" in table:
+        return table["data"]
+    return list(table)
