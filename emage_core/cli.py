@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None, help="BEAT2 .npz motion the locked parts come from")
     p.add_argument("--crossfade", type=float, default=0.2, help="seconds of blending around locked spans (default 0.2)")
     p.set_defaults(func=cmd_generate)
+
+    from .cli_render import add_render_parser
+
+    add_render_parser(sub)  # render, export
     return parser
 
 

@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages (none are needed yet: ffmpeg ships inside imageio-ffmpeg, libsndfile inside soundfile).
-APT_PACKAGES=()
+# System packages: EGL + Mesa for headless rendering (ffmpeg ships inside imageio-ffmpeg,
+# libsndfile inside soundfile). Tests add Chromium for the browser test.
+APT_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libgles2)
+[ "${1:-}" = "--test" ] && APT_PACKAGES+=(chromium)
 if [ ${#APT_PACKAGES[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   missing=()

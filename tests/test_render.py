@@ -1,0 +1,337 @@
+"""Rendering: mp4 encoding, framing, the mesh renderer, grids and labels, stick preview, CLI.
+
+Small on purpose (64-128 px, 10-20 frames). Tests that draw the mesh need offscreen OpenGL (EGL);
+they skip, naming the reason, where it cannot start (CI installs the Debian packages, so it runs
+there).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emage_core import Motion
+from emage_core import render
+from emage_core.preview import STICK_BONES, StickRenderer
+from emage_core.render import (BACKGROUND, MeshRenderer, clip_camera, compose_grid, draw_label,
+                               fit_camera, grid_shape, label_box, motion_frames, render_grid, render_motion)
+from emage_core.video import VideoError, VideoWriter, probe_video, read_video_frames, write_video
+
+BG = np.round(np.array(BACKGROUND) * 255).astype(int)
+RAISE_RIGHT_ARM = (17, (0.0, 0.0, -np.pi / 2))  # right shoulder: T-pose arm -> straight up
+
+
+@pytest.fixture(scope="module")
+def gl():
+    reason = render.egl_unavailable_reason()
+    if reason:
+        pytest.skip(f"offscreen OpenGL unavailable here: {reason}")
+
+
+@pytest.fixture(scope="module")
+def body():
+    from emage_core.body import Body
+
+    return Body.load()
+
+
+def _motion(n: int, *, drift: float = 0.0, raise_arm_from: int | None = None) -> Motion:
+    """A T-pose clip; optional drift along +X (metres over the clip) and a raised right arm."""
+    m = Motion.zeros(n)
+    m.trans[:, 0] = np.linspace(0.0, drift, n)
+    if raise_arm_from is not None:
+        joint, aa = RAISE_RIGHT_ARM
+        m.poses[raise_arm_from:, joint] = aa
+    return m
+
+
+def _tone(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def _non_bg(img: np.ndarray, tol: int = 12) -> np.ndarray:
+    """(H, W) bool: pixels clearly different from the plain background colour."""
+    return np.abs(img.astype(int) - BG).max(axis=-1) > tol
+
+
+# ---------------------------------------------------------------------------- video.py
+
+def test_mp4_is_h264_yuv420p_30fps_with_aac_of_the_video_length(tmp_path):
+    for audio_s in (2.0, 0.4):  # longer speech is cut, shorter is padded with silence
+        out = tmp_path / f"a{audio_s}.mp4"
+        with VideoWriter(out, 128, 96, 30, audio=_tone(audio_s)) as w:
+            for i in range(20):
+                w.write(np.full((96, 128, 3), 10 * i, np.uint8))
+        info = probe_video(out)
+        assert (info.video_codec, info.pix_fmt, info.width, info.height) == ("h264", "yuv420p", 128, 96)
+        assert info.fps == 30 and info.n_frames == 20
+        assert info.audio_codec == "aac"
+        assert info.audio_duration == pytest.approx(20 / 30, abs=0.01)
+        data = out.read_bytes()
+        assert data.index(b"moov") < data.index(b"mdat"), "+faststart: the index must come first"
+
+
+def test_audio_from_a_file_and_frames_keep_their_colours(tmp_path):
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, _tone(1.0), 16000)
+    colours = [(220, 30, 30), (30, 220, 30), (30, 30, 220)]  # catches swapped channels
+    frames = [np.tile(np.array(c, np.uint8), (64, 64, 1)) for c in colours for _ in range(4)]
+    calls = []
+    out = write_video(iter(frames), tmp_path / "c.mp4", audio=wav, n_frames=12,
+                      progress=lambda f, m: calls.append(f), progress_every=4)
+    back = read_video_frames(out)
+    assert back.shape == (12, 64, 64, 3)
+    for k, c in enumerate(colours):
+        assert np.abs(back[4 * k + 2].reshape(-1, 3).mean(0) - c).max() < 8
+    assert probe_video(out).audio_duration == pytest.approx(12 / 30, abs=0.01)
+    assert calls == sorted(calls) and calls[-1] == 1.0 and len(calls) == 4
+
+
+def test_video_writer_rejects_bad_input(tmp_path):
+    with pytest.raises(VideoError, match="even"):
+        VideoWriter(tmp_path / "odd.mp4", 65, 64)
+    with pytest.raises(VideoError, match=r"\(64, 64, 3\) uint8"):
+        with VideoWriter(tmp_path / "x.mp4", 64, 64) as w:
+            w.write(np.zeros((32, 32, 3), np.uint8))
+    assert not (tmp_path / "x.mp4").exists()  # aborted: no half-written file
+    with pytest.raises(VideoError, match="mono"):
+        VideoWriter(tmp_path / "y.mp4", 64, 64, audio=np.zeros((10, 2), np.float32))
+
+
+# ---------------------------------------------------------------------------- framing
+
+def test_clip_camera_is_one_fixed_camera_for_the_clip():
+    rng = np.random.default_rng(0)
+    clip = rng.normal(size=(12, 50, 3)).astype(np.float32) * [0.3, 0.8, 0.2] + [0, 1, 0]
+    cam = clip_camera(clip, "full", 1.0)
+    # The same camera whatever order or chunking the frames come in (it depends on the extent only).
+    again = clip_camera([clip[6:], clip[:6][::-1]], "full", 1.0)
+    np.testing.assert_allclose(cam.pose, again.pose)
+    assert not cam.pose.flags.writeable
+    # Every vertex of every frame is in the picture, and the picture is not mostly empty.
+    px = cam.project(clip.reshape(-1, 3), 100, 100)
+    assert px.min() > 0 and px.max() < 100
+    assert np.ptp(px[:, 1]) > 60
+    assert cam.floor_y == pytest.approx(clip[..., 1].min())
+
+
+def test_views_zoom_in():
+    lo, hi = np.array([-0.8, 0.0, -0.2]), np.array([0.8, 1.7, 0.2])
+    full = fit_camera(lo, hi, 1.0, "full")
+    face = fit_camera(np.array([-0.1, 1.5, -0.1]), np.array([0.1, 1.75, 0.1]), 1.0, "face")
+    assert np.linalg.norm(face.pose[:3, 3] - face.target) < np.linalg.norm(full.pose[:3, 3] - full.target)
+    with pytest.raises(ValueError, match="unknown view"):
+        fit_camera(lo, hi, 1.0, "side")
+
+
+def test_camera_pose_stays_identical_over_a_rendered_clip(gl, body):
+    m = _motion(10, raise_arm_from=5)
+    verts = body.vertices(m.poses, m.trans)
+    r = MeshRenderer(64, 64)
+    poses = []
+    for _ in r.render_clip(verts, body.faces):
+        poses.append(r._scene.get_pose(r._camera_node).copy())
+    assert len(poses) == 10
+    for p in poses:
+        np.testing.assert_array_equal(p, poses[0])
+    np.testing.assert_allclose(poses[0], r.camera.pose, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- the mesh
+
+def test_the_body_is_visible_and_a_raised_arm_shows_where_expected(gl, body):
+    rest, raised = _motion(1), _motion(1, raise_arm_from=0)
+    v_rest = body.vertices(rest.poses, rest.trans)
+    v_up = body.vertices(raised.poses, raised.trans)
+    r = MeshRenderer(128, 128)
+    r.set_camera(clip_camera(np.concatenate([v_rest, v_up]), "full", 1.0))  # one camera for both
+    img_rest, img_up = r.render_frame(v_rest[0], body.faces), r.render_frame(v_up[0])
+    assert _non_bg(img_rest[54:74, 54:74]).mean() > 0.5, "the torso fills the centre"
+    assert _non_bg(img_rest).mean() < 0.5
+    # The raised right forearm (between elbow and wrist): body there now, background at rest.
+    j = body.joints(raised.poses, raised.trans)[0]
+    x, y = np.round(r.camera.project((j[19:20] + j[21:22]) / 2, 128, 128)[0]).astype(int)
+    assert x < 64, "the character's right is on the image's left (camera in front)"
+    assert y < 40, "above the head"
+    patch = (slice(y - 1, y + 2), slice(x - 1, x + 2))
+    assert _non_bg(img_up[y, x]) and _non_bg(img_up[patch]).mean() > 0.5
+    assert not _non_bg(img_rest[patch]).any()
+    # The T-pose right hand, out to the side, is gone when the arm is up.
+    hand = body.joints(rest.poses, rest.trans)[0, 21]
+    hx, hy = np.round(r.camera.project(hand[None], 128, 128)[0]).astype(int)
+    assert _non_bg(img_rest[hy, hx - 1:hx + 2]).any() and not _non_bg(img_up[hy, hx - 1:hx + 2]).any()
+
+
+def test_msaa_smooths_edges(gl, body):
+    m = _motion(1)
+    v = body.vertices(m.poses, m.trans)[0]
+    cam = clip_camera(v[None], "full", 1.0)
+    sharp, smooth = MeshRenderer(96, 96, msaa=0, floor=False), MeshRenderer(96, 96, msaa=4, floor=False)
+    sharp.set_camera(cam), smooth.set_camera(cam)
+    a, b = sharp.render_frame(v, body.faces), smooth.render_frame(v, body.faces)
+    assert (a != b).any(axis=-1).mean() < 0.1  # only edges differ
+    assert (a != b).any()
+
+
+def test_renders_from_threads_and_after_closing_match(gl, body):
+    import threading
+
+    clips = [_motion(6, raise_arm_from=2), _motion(6, drift=0.5)]
+    settings = [dict(size=64, msaa=0), dict(size=96, msaa=4)]  # switching sizes and MSAA
+    alone = [list(motion_frames([m], body=body, **kw)[0]) for m, kw in zip(clips, settings)]
+    together = [None, None]
+
+    def work(k):
+        together[k] = list(motion_frames([clips[k]], body=body, **settings[k])[0])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(alone, together):
+        np.testing.assert_array_equal(np.stack(a), np.stack(b))
+    # A renderer keeps working when the shared context is closed and made anew.
+    r = MeshRenderer(64, 64)
+    v = body.vertices(clips[0].poses, clips[0].trans)
+    r.set_camera(clip_camera(v, "full", 1.0))
+    before = r.render_frame(v[3], body.faces)
+    render.close_renderer()
+    np.testing.assert_array_equal(r.render_frame(v[3]), before)
+
+
+def test_keep_translation_false_removes_drift(gl, body):
+    m = _motion(10, drift=1.0)
+    for renderer in ("mesh", "stick"):
+        drift = [list(src) for src in motion_frames([m], size=64, renderer=renderer, body=body)][0]
+        still = [list(src) for src in motion_frames([m], size=64, renderer=renderer, body=body,
+                                                    keep_translation=False)][0]
+        assert not np.array_equal(drift[0], drift[-1]), renderer
+        np.testing.assert_array_equal(still[0], still[-1])
+
+
+def test_render_motion_writes_a_clip_with_speech(gl, body, tmp_path):
+    m = _motion(12, raise_arm_from=6)
+    fractions = []
+    out = render_motion(m, tmp_path / "one.mp4", audio=_tone(3.0), size=128, body=body, view="upper",
+                        progress=lambda f, msg: fractions.append(f))
+    info = probe_video(out)
+    assert (info.width, info.height, info.n_frames, info.fps) == (128, 128, 12, 30)
+    assert info.audio_duration == pytest.approx(12 / 30, abs=0.01)
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0
+
+
+# ---------------------------------------------------------------------------- grids and labels
+
+def test_grid_layouts():
+    assert [grid_shape(n) for n in (1, 2, 3, 4)] == [(1, 1), (1, 2), (1, 3), (2, 2)]
+    cells = [np.full((8, 10, 3), k, np.uint8) for k in range(4)]
+    g = compose_grid(cells)
+    assert g.shape == (16, 20, 3)
+    assert g[0, 0, 0] == 0 and g[0, 10, 0] == 1 and g[8, 0, 0] == 2 and g[8, 10, 0] == 3
+    assert compose_grid(cells[:3]).shape == (8, 30, 3)
+
+
+def test_labels_change_pixels_only_in_the_label_box():
+    rng = np.random.default_rng(1)
+    cell = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    plain = compose_grid([cell, cell])
+    labelled = compose_grid([draw_label(cell.copy(), "model A"), draw_label(cell.copy(), "B")])
+    changed = (plain != labelled).any(axis=-1)
+    inside = np.zeros_like(changed)
+    for k, text in enumerate(("model A", "B")):
+        x0, y0, x1, y1 = label_box(text, 128, 96)
+        inside[y0:y1, 128 * k + x0:128 * k + x1] = True
+        assert changed[y0:y1, 128 * k + x0:128 * k + x1].mean() > 0.3
+    assert not changed[~inside].any()
+
+
+def test_render_grid_writes_grid_and_cells_in_one_pass(tmp_path):
+    a, b = _motion(10), _motion(10, raise_arm_from=3)
+    res = render_grid([a, b], tmp_path / "g.mp4", labels=["A", "B"], size=64, renderer="stick",
+                      audio=_tone(1.0))
+    grid = probe_video(res.grid_path)
+    assert (grid.width, grid.height, grid.n_frames) == (128, 64, 10)
+    assert [p.name for p in res.cell_paths] == ["g_cell1.mp4", "g_cell2.mp4"]
+    for p in res.cell_paths:
+        info = probe_video(p)
+        assert (info.width, info.height, info.n_frames, info.audio_codec) == (64, 64, 10, "aac")
+    # Each cell file shows exactly its grid cell.
+    g, c2 = read_video_frames(res.grid_path), read_video_frames(res.cell_paths[1])
+    assert np.abs(g[5, :, 64:].astype(int) - c2[5]).mean() < 3
+
+
+def test_labels_off_means_no_text_at_all(tmp_path):
+    ms = [_motion(6), _motion(6, raise_arm_from=0)]
+    hidden = render_grid(ms, tmp_path / "h.mp4", labels=["secret A", "secret B"], show_labels=False,
+                         size=64, renderer="stick", write_cells=False)
+    none = render_grid(ms, tmp_path / "n.mp4", size=64, renderer="stick", write_cells=False)
+    shown = render_grid(ms, tmp_path / "s.mp4", labels=["secret A", "secret B"], size=64,
+                        renderer="stick", write_cells=False)
+    assert hidden.cell_paths == []
+    h, n, s = (read_video_frames(r.grid_path) for r in (hidden, none, shown))
+    np.testing.assert_array_equal(h, n)
+    assert np.abs(s.astype(int) - n).max() > 50
+
+
+def test_clear_errors_for_bad_motion_sets(tmp_path):
+    with pytest.raises(ValueError, match="same number of frames.*10, 12"):
+        render_grid([_motion(10), _motion(12)], tmp_path / "x.mp4", renderer="stick")
+    for n in (0, 5):
+        with pytest.raises(ValueError, match=f"1 to 4 motions, got {n}"):
+            render_grid([_motion(4)] * n, tmp_path / "x.mp4", renderer="stick")
+    with pytest.raises(ValueError, match="2 labels for 1 motions"):
+        render_grid([_motion(4)], tmp_path / "x.mp4", labels=["a", "b"], renderer="stick")
+    with pytest.raises(ValueError, match="even"):
+        render_grid([_motion(4)], tmp_path / "x.mp4", size=63, renderer="stick")
+    assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------- stick preview
+
+def test_stick_preview_draws_every_limb_fast():
+    from emage_core.kinematics import joint_positions
+
+    assert len(STICK_BONES) == 52  # 54 bones of the 55-joint skeleton, minus the two eyes
+    joints = joint_positions(_motion(1))
+    r = StickRenderer(256, 256).fit(joints)
+    img = r.render_frame(joints[0])
+    bg = np.array(img[0, 0], int)
+    for c, p in STICK_BONES:
+        x, y = np.round(r.to_pixels((joints[0, c] + joints[0, p]) / 2)).astype(int)
+        assert (np.abs(img[y - 1:y + 2, x - 1:x + 2].astype(int) - bg).max(-1) > 30).any(), (c, p)
+    t = time.perf_counter()
+    for _ in range(100):
+        r.render_frame(joints[0])
+    assert 100 / (time.perf_counter() - t) > 200, "stick preview slower than 200 fps at 256x256"
+
+
+# ---------------------------------------------------------------------------- command line
+
+def _cli(argv: list[str]) -> int:
+    from emage_core.cli_render import add_render_parser
+
+    parser = argparse.ArgumentParser()
+    add_render_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_render_and_export(tmp_path):
+    from emage_core.beat2 import write_beat2
+
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    write_beat2(_motion(8), a)
+    write_beat2(_motion(8, raise_arm_from=2), b)
+    wav = tmp_path / "s.wav"
+    sf.write(wav, _tone(1.0), 16000)
+    assert _cli(["render", str(a), str(b), "-o", str(tmp_path / "cmp.mp4"), "--stick", "--size", "64",
+                 "--labels", "one,two", "--audio", str(wav)]) == 0
+    assert probe_video(tmp_path / "cmp.mp4").width == 128
+    assert (tmp_path / "cmp_cell1.mp4").is_file() and (tmp_path / "cmp_cell2.mp4").is_file()
+    assert _cli(["export", str(a), "-o", str(tmp_path / "a.bvh")]) == 0
+    assert (tmp_path / "a.bvh").read_text().startswith("HIERARCHY")
