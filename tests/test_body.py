@@ -1,0 +1,254 @@
+"""The baked free body: the asset, posing, parity with the live Anny model, optional SMPL-X."""
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from emage_core.body import SMPLX_ENV, Body, BodyError
+from emage_core.kinematics import BODY_ASSET, forward_kinematics, rest_skeleton
+from emage_core.skeleton import PARENTS, joint_index
+
+
+@pytest.fixture(scope="module")
+def body() -> Body:
+    return Body.load(BODY_ASSET)
+
+
+def _test_poses() -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The bake's named check poses (rest, arm raised + elbow bent, head turned, fingers curled,
+    jaw open, random + translated): ({name: (55, 3)}, trans (K, 3))."""
+    with np.load(BODY_ASSET) as z:
+        return dict(zip(z["check_names"], z["check_poses"])), z["check_trans"]
+
+
+# -- the asset ----------------------------------------------------------------------------
+def test_asset_is_small_plain_and_records_its_origin():
+    assert BODY_ASSET.stat().st_size < 5e6
+    with np.load(BODY_ASSET, allow_pickle=False) as z:  # would raise on pickled objects
+        assert all(z[k].dtype.kind in "fiU" for k in z.files)
+        assert all(z[k].dtype.itemsize <= 4 for k in z.files if z[k].dtype.kind in "fi")
+        assert z["anny_version"][0] and "scripts/bake_body.py" in z["command"][0]
+        assert "Apache" in z["licence"][0] and "CC0" in z["licence"][0]
+    assert (REPO / "emage_core" / "assets" / "README.md").is_file()
+
+
+def test_loading_is_fast_and_cached():
+    t0 = time.perf_counter()
+    fresh = Body._from_npz(str(BODY_ASSET))  # bypasses the cache
+    assert time.perf_counter() - t0 < 0.5
+    assert Body.load(BODY_ASSET) is Body.load(BODY_ASSET)
+    assert fresh.name == "anny" and "13718 vertices" in repr(fresh)
+
+
+def test_attributes(body):
+    V = body.n_vertices
+    assert body.faces.shape == (27420, 3) and body.faces.dtype == np.int32
+    assert body.faces.min() == 0 and body.faces.max() == V - 1
+    assert body.rest_vertices.shape == (V, 3) and body.rest_vertices.dtype == np.float32
+    assert body.rest_joints.shape == (55, 3) and body.parents == PARENTS
+    np.testing.assert_array_equal(body.rest_joints, rest_skeleton()[0])
+    lo, hi = body.rest_vertices.min(0), body.rest_vertices.max(0)
+    assert 1.5 < hi[1] - lo[1] < 1.9  # standing height, Y up
+    assert hi[0] - lo[0] > hi[1] - lo[1] - 0.1  # T-pose: arm span about the height
+
+
+def test_rest_vertices_are_live_annys_zero_pose(body):
+    with np.load(BODY_ASSET) as z:  # Anny's own output at zero pose, stored by the bake
+        np.testing.assert_allclose(body.rest_vertices, z["rest_vertices"], atol=1e-6)
+
+
+# -- posing -------------------------------------------------------------------------------
+def test_vertices_shape_dtype_and_translation(body):
+    poses, _ = _test_poses()
+    p = np.stack(list(poses.values()))
+    trans = np.random.default_rng(1).normal(0, 1, (len(p), 3)).astype(np.float32)
+    v = body.vertices(p, trans)
+    assert v.shape == (len(p), body.n_vertices, 3) and v.dtype == np.float32
+    np.testing.assert_allclose(v - body.vertices(p, np.zeros_like(trans)), np.broadcast_to(trans[:, None], v.shape),
+                               atol=1e-5)
+    np.testing.assert_allclose(v[0] - trans[0], body.rest_vertices, atol=1e-5)
+    # (T, 165) poses are accepted too; FLAME expressions cannot show on this body and change nothing
+    v2 = body.vertices(p.reshape(len(p), 165), trans, expressions=np.ones((len(p), 100), np.float32))
+    np.testing.assert_array_equal(v2, v)
+
+
+def test_joints_follow_kinematics(body):
+    poses, trans = _test_poses()
+    p = np.stack(list(poses.values()))
+    np.testing.assert_allclose(body.joints(p, trans), forward_kinematics(p, trans, *rest_skeleton())[0], atol=1e-6)
+
+
+def test_skin_follows_the_skeleton(body):
+    """Vertices near a joint move with it: the mesh and the joints agree in every pose."""
+    poses, trans = _test_poses()
+    p = np.stack(list(poses.values()))
+    v, j = body.vertices(p, trans), body.joints(p, trans)
+    for name in ("right_wrist", "left_ankle", "head", "right_index3"):
+        k = joint_index(name)
+        near = np.argsort(np.linalg.norm(body.rest_vertices - body.rest_joints[k], axis=1))[:20]
+        rest_offset = np.linalg.norm(body.rest_vertices[near] - body.rest_joints[k], axis=1)
+        posed_offset = np.linalg.norm(v[:, near] - j[:, k, None], axis=2)
+        assert np.abs(posed_offset - rest_offset).max() < 0.01, name
+
+
+def test_jaw_opens_the_mouth_and_eyes_move_nothing(body):
+    z = np.zeros((1, 55, 3), np.float32)
+    jaw = z.copy()
+    jaw[0, joint_index("jaw")] = [0.35, 0, 0]
+    shift = body.vertices(jaw, np.zeros((1, 3)))[0] - body.rest_vertices
+    moved = np.linalg.norm(shift, axis=1)
+    assert 500 < (moved > 1e-4).sum() < 3000  # the lower face only
+    chin = np.argmax(moved)
+    assert shift[chin, 1] < -0.01 and body.rest_vertices[chin, 2] > body.rest_joints[joint_index("jaw"), 2]  # drops
+    eyes = z.copy()
+    eyes[0, joint_index("left_eye")] = eyes[0, joint_index("right_eye")] = [0.3, 0.4, 0]
+    np.testing.assert_array_equal(body.vertices(eyes, np.zeros((1, 3)))[0], body.vertices(z, np.zeros((1, 3)))[0])
+
+
+def test_posing_speed(body):
+    p = np.random.default_rng(2).normal(0, 0.4, (200, 55, 3)).astype(np.float32)
+    body.vertices(p[:8], np.zeros((8, 3)))
+    best = float("inf")
+    for _ in range(2):
+        t0 = time.perf_counter()
+        body.vertices(p, np.zeros((200, 3)))
+        best = min(best, time.perf_counter() - t0)
+    assert best / 200 < 5e-3, f"{best / 200 * 1e3:.2f} ms per frame"
+
+
+def test_bad_inputs_are_refused(body, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="poses"):
+        body.vertices(np.zeros((2, 54, 3)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="trans"):
+        body.vertices(np.zeros((2, 55, 3)), np.zeros((3, 3)))
+    with pytest.raises(BodyError, match="cannot read"):
+        Body.load(tmp_path / "missing.npz")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(BodyError, match="not a baked body"):
+        Body.load(tmp_path / "other.npz")
+    with pytest.raises(BodyError, match="no SMPL-X model file"):
+        Body.load(tmp_path)
+    monkeypatch.setenv(SMPLX_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(BodyError, match=SMPLX_ENV):
+        Body.load()
+    monkeypatch.delenv(SMPLX_ENV)
+    assert Body.load().name == "anny"
+
+
+def test_runtime_never_imports_anny():
+    code = ("import sys, numpy as np; from emage_core.body import Body; import emage_core.bvh, emage_core.kinematics; "
+            "Body.load().vertices(np.zeros((1, 55, 3)), np.zeros((1, 3))); "
+            "assert 'anny' not in sys.modules and 'smplx' not in sys.modules, 'runtime imported anny or smplx'")
+    env = {k: v for k, v in os.environ.items() if k != SMPLX_ENV}
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=env)
+
+
+# -- parity with the live Anny model --------------------------------------------------------
+def test_matches_anny_output_stored_by_the_bake(body):
+    """Live Anny's vertices for the check poses (every 7th vertex), stored when baking: runs without anny."""
+    poses, trans = _test_poses()
+    with np.load(BODY_ASSET) as z:
+        ids, expected = z["check_vertex_ids"], z["check_vertices"]
+    err_mm = np.abs(body.vertices(np.stack(list(poses.values())), trans)[:, ids] - expected).max(axis=(1, 2)) * 1e3
+    assert all(e < 0.1 for e in err_mm), dict(zip(poses, err_mm))
+
+
+def _anny_cache_is_warm() -> bool:
+    from anny.paths import get_anny_cache_path
+
+    return any(Path(get_anny_cache_path()).glob("v*/build_compact_model_data_*.safetensors"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("anny") is None,
+                    reason="needs the anny package (pip install anny) to compare the baked body with the live model")
+def test_matches_live_anny_within_a_tenth_of_a_millimetre(body):
+    import roma
+    import torch
+
+    import anny
+
+    if not _anny_cache_is_warm():
+        pytest.skip("Anny's model cache is cold: building it takes about a minute and 2.5 GB, once; "
+                    "run `python scripts/bake_body.py` (it warms the cache) and rerun")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # torch and warp contend for cores otherwise
+    try:
+        model = anny.Anny(rig="soma", topology="anny", facial_actions="all", skinning_method="lbs")
+        assert model.pose_parameterization == "local-ref"
+        poses, trans = _test_poses()
+        p = np.stack(list(poses.values()))
+        T = len(p)
+
+        # Drive Anny the same way: each SMPL-X axis-angle onto its soma bone, the root bone translated.
+        def rigid(R=None, t=None):
+            H = torch.eye(4, dtype=torch.float64).repeat(T, 1, 1)
+            if R is not None:
+                H[:, :3, :3] = R
+            if t is not None:
+                H[:, :3, 3] = t
+            return H
+
+        R = roma.rotvec_to_rotmat(torch.from_numpy(p).double())
+        deltas = {body.bone_names[b]: rigid(R=R[:, j]) for j, b in enumerate(body.joint_bones)}
+        deltas[body.bone_names[0]] = rigid(t=torch.from_numpy(body.rest_joints[0] + trans).double())
+        with torch.no_grad():
+            out = model(pose_parameters=deltas)
+        live_vertices = out["vertices"].numpy()
+        live_joints = out["bone_poses"][:, body.joint_bones, :3, 3].numpy()
+    finally:
+        torch.set_num_threads(threads)
+
+    ours = body.vertices(p, trans)
+    err_mm = np.abs(ours - live_vertices).max(axis=(1, 2)) * 1e3
+    assert all(e < 0.1 for e in err_mm), dict(zip(poses, err_mm))
+    np.testing.assert_allclose(body.joints(p, trans), live_joints, atol=1e-4)
+    # the poses really are different (the test would pass trivially otherwise)
+    assert all(np.abs(live_vertices[i] - live_vertices[0] - trans[i]).max() > 0.01 for i in range(1, T))
+
+
+# -- optional SMPL-X ------------------------------------------------------------------------
+def _fake_smplx_model(folder, hand_mean: np.ndarray) -> None:
+    """A random model file with the official SMPL-X layout (10 shape + 10 expression components)."""
+    rng = np.random.default_rng(0)
+    V = 10475  # smplx picks extra landmark joints by fixed vertex indices
+    J = np.zeros((55, V))
+    for j in range(55):
+        J[j, rng.choice(V, 4, replace=False)] = 0.25
+    weights = np.zeros((V, 55))
+    weights[np.arange(V), rng.integers(0, 55, V)] = 1
+    np.savez_compressed(
+        folder / "SMPLX_NEUTRAL_2020.npz", f=rng.integers(0, V, (200, 3)), v_template=rng.normal(0, 0.3, (V, 3)),
+        shapedirs=rng.normal(0, 1e-2, (V, 3, 20)), posedirs=np.zeros((V, 3, 54 * 9), np.float32), J_regressor=J,
+        weights=weights, kintree_table=np.array([[2**32 - 1, *PARENTS[1:]], list(range(55))]),
+        hands_componentsl=np.eye(45), hands_componentsr=np.eye(45),
+        hands_meanl=hand_mean[:45], hands_meanr=hand_mean[45:],
+        lmk_faces_idx=np.zeros(51, np.int64), lmk_bary_coords=np.full((51, 3), 1 / 3),
+        dynamic_lmk_faces_idx=np.zeros((79, 17), np.int64), dynamic_lmk_bary_coords=np.full((79, 17, 3), 1 / 3))
+
+
+def test_optional_smplx_body(tmp_path, monkeypatch):
+    pytest.importorskip("smplx", reason="the optional SMPL-X body needs the smplx package (pip install smplx)")
+    hand_mean = np.random.default_rng(1).normal(0, 0.2, 90)
+    _fake_smplx_model(tmp_path, hand_mean)
+    monkeypatch.setenv(SMPLX_ENV, str(tmp_path))
+    body = Body.load()
+    assert body.name == "smplx" and body.faces.shape == (200, 3) and body.rest_vertices.shape == (10475, 3)
+
+    rng = np.random.default_rng(2)
+    poses = rng.normal(0, 0.4, (3, 55, 3)).astype(np.float32)
+    trans = rng.normal(0, 1, (3, 3)).astype(np.float32)
+    # smplx's own skinning agrees with our kinematics (SMPL-X adds its mean hand pose, as EMAGE renders)
+    with_mean = poses.copy()
+    with_mean[:, 25:55] += hand_mean.reshape(30, 3)
+    np.testing.assert_allclose(body.joints(poses, trans), forward_kinematics(with_mean, trans, body.rest_joints)[0],
+                               atol=1e-5)
+    v = body.vertices(poses, trans)
+    assert v.shape == (3, 10475, 3) and v.dtype == np.float32
+    np.testing.assert_array_equal(Body.load(tmp_path / "SMPLX_NEUTRAL_2020.npz").vertices(poses, trans), v)  # a file
+    assert np.abs(body.vertices(poses, trans, expressions=np.ones((3, 100))) - v).max() > 1e-3  # expressions show
