@@ -65,8 +65,14 @@ def _worker_main(inbox: mp.Queue, events: mp.Queue, cancel: mp.Event, device: st
             loaded[source] = EmageGenerator.from_pretrained(source, device=device)
         return loaded[source]
 
+    parent = mp.parent_process()
     while True:
-        req: JobRequest | None = inbox.get()
+        try:
+            req: JobRequest | None = inbox.get(timeout=2.0)
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
+                return  # the app was killed without closing us: don't linger as an orphan
+            continue
         if req is None:
             return
 

@@ -9,7 +9,7 @@ from emage_core import __version__
 from emage_core.jobs import MAX_VARIANTS, RENDERERS, VIEWS
 from emage_core.skeleton import PART_NAMES
 
-from .studio import BUNDLED, N_OUTPUTS, Studio, model_choices, model_info
+from .studio import N_OUTPUTS, Studio, default_choice, model_choices, model_info
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "speech"
 
@@ -30,8 +30,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
                 if examples:
                     gr.Examples([[str(p)] for p in examples], inputs=[speech], label="Example speech")
                 choices = model_choices()
-                model = gr.Dropdown(choices, value=BUNDLED, label="Model")
-                model_md = gr.Markdown(model_info(BUNDLED))
+                model = gr.Dropdown(choices, value=default_choice(), label="Model")
+                model_md = gr.Markdown(model_info(default_choice()))
                 emotion = gr.Dropdown(["neutral"], value="neutral", label="Emotion / style",
                                       info="The loaded model has no emotion conditioning.", interactive=False)
                 with gr.Row():

@@ -49,10 +49,16 @@ def model_choices() -> list[tuple[str, str]]:
     return choices
 
 
+def default_choice() -> str:
+    """The selector's initial value: the Hub weights where an operator named a repo (the Space does),
+    else the bundled checkpoint, which works offline."""
+    return HUB_PREFIX + hub.default_repo_id() if os.environ.get(hub.REPO_ID_ENV) else BUNDLED
+
+
 def model_source(choice: str) -> str | None:
     """Selector value -> `from_pretrained` source, refusing anything not offered by `model_choices`."""
     if choice in (None, "", BUNDLED):
-        return None
+        return str(hub.BUNDLED_CHECKPOINT)
     if choice.startswith(HUB_PREFIX):
         return choice[len(HUB_PREFIX):]
     if choice.startswith(LOCAL_PREFIX) and choice in {v for _, v in model_choices()}:
