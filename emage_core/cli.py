@@ -69,15 +69,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise SystemExit("error: --lock needs --reference REF.npz (the motion to take the locked parts from)")
     if reference is not None and reference.fps != 30:
         reference = reference.resample(30)
+    from .style import parse_style
+
+    overrides = parse_style(args.style).values() if args.style else None
+    if overrides:
+        neutral = parse_style([]).values()
+        overrides = {k: v for k, v in overrides.items() if v != neutral[k]}
     print(f"loading weights from {args.weights or 'the default source'} ...", file=sys.stderr)
     gen = EmageGenerator.from_pretrained(args.weights, revision=args.revision, device=args.device)
+    learned, style = gen.plan_expression(args.emotion, args.intensity, overrides)
+    if args.emotion and args.emotion != "neutral":
+        how = "learned conditioning" if learned else "explicit edit (the model has no learned emotions)"
+        print(f"emotion {args.emotion} at intensity {args.intensity:g}: {how}", file=sys.stderr)
     with tqdm(total=100, bar_format="{percentage:3.0f}%|{bar:30}| {desc} [{elapsed}]", file=sys.stderr) as bar:
         def progress(frac: float, msg: str) -> None:
             bar.n = round(100 * frac, 1)
             bar.set_description_str(msg)  # also refreshes the bar
 
         clips = gen.generate(args.speech, seed=args.seed, variants=args.variants, temperature=args.temperature,
-                             locks=locks, reference=reference, crossfade=args.crossfade, progress=progress)
+                             locks=locks, reference=reference, crossfade=args.crossfade, emotion=learned,
+                             style=style, progress=progress)
     for clip, path in zip(clips, _variant_paths(Path(args.output), len(clips))):
         write_beat2(clip, path)
         print(f"wrote {path} ({clip.n_frames} frames, seed {clip.meta['seed']}) + {sidecar_path(path).name}")
@@ -110,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "parts: face, upper, hands, lower, global (repeatable)")
     p.add_argument("--reference", default=None, help="BEAT2 .npz motion the locked parts come from")
     p.add_argument("--crossfade", type=float, default=0.2, help="seconds of blending around locked spans (default 0.2)")
+    p.add_argument("--emotion", default=None, type=str.lower,
+                   help="neutral, happiness, anger, sadness, contempt, surprise, fear, disgust: learned "
+                        "conditioning when the model knows the label, else its explicit preset")
+    p.add_argument("--intensity", type=float, default=1.0, help="emotion intensity (0 = neutral, 1 = preset, >1 more)")
+    p.add_argument("--style", action="append", default=[], metavar="KEY=VALUE",
+                   help="explicit control, e.g. amplitude=1.3, tempo=0.8, head_pitch=0.1, fluidity=0.5 (repeatable)")
     p.set_defaults(func=cmd_generate)
 
     from .cli_render import add_render_parser

@@ -48,6 +48,10 @@ class JobSettings:
     size: int = 512
     show_labels: bool = True
     renderer: str = "mesh"
+    emotion: str = "neutral"  # learned when the model knows the label, else its explicit preset
+    intensity: float = 1.0
+    style: dict = field(default_factory=dict)  # explicit control overrides, e.g. {"amplitude": 1.3}
+    compare_neutral: bool = False  # also generate the same seed without emotion/style, side by side
 
     def validate(self) -> list[Lock]:
         """Raise ValueError naming the first bad setting; return the parsed locks."""
@@ -59,6 +63,14 @@ class JobSettings:
             raise ValueError(f"renderer must be one of {', '.join(RENDERERS)}, got {self.renderer!r}")
         if not 64 <= self.size <= 1024:
             raise ValueError(f"video size must be 64-1024 pixels, got {self.size}")
+        if self.compare_neutral and self.variants > MAX_VARIANTS // 2:
+            raise ValueError(f"a comparison with neutral shows at most {MAX_VARIANTS // 2} variants per side")
+        from .style import EMOTIONS, StyleControls, preset
+
+        if self.emotion not in EMOTIONS:
+            raise ValueError(f"emotion must be one of {', '.join(EMOTIONS)}, got {self.emotion!r}")
+        preset(self.emotion, self.intensity)  # range-checks the intensity
+        StyleControls(**self.style)  # unknown or out-of-range controls fail here, before any work
         return [Lock.parse(text) if isinstance(text, str) else Lock(*text) for text in self.locks]
 
 
@@ -111,20 +123,35 @@ def run_job(
             ref_motion = ref_motion.resample(30)
     report(0.0, "loading model")
     gen = generator_for(settings.model)
-    clips = gen.generate(wav, seed=settings.seed, variants=settings.variants, temperature=settings.temperature,
-                         locks=locks, reference=ref_motion, crossfade=settings.crossfade,
-                         progress=lambda f, m: report(0.4 * f, f"generating: {m}"))
+    learned, style = gen.plan_expression(settings.emotion, settings.intensity, settings.style)
+    # (file stem, label, learned emotion, explicit controls) per condition
+    conditions = [("variant", settings.emotion if learned or style else "", learned, style)]
+    if settings.compare_neutral:
+        conditions.append(("neutral", "neutral", None, None))
+    seed = settings.seed
+    clips, stems, labels = [], [], []
+    for c, (stem, label, emotion, controls) in enumerate(conditions):
+        def gen_progress(f, m, c=c):
+            report(0.4 * (c + f) / len(conditions), f"generating: {m}")
+
+        batch = gen.generate(wav, seed=seed, variants=settings.variants, temperature=settings.temperature,
+                             locks=locks, reference=ref_motion, crossfade=settings.crossfade,
+                             emotion=emotion, style=controls, progress=gen_progress)
+        seed = batch[0].meta["seed"]  # the neutral comparison reuses the (possibly random) seed
+        for k, clip in enumerate(batch, 1):
+            clips.append(clip)
+            stems.append(f"{stem}_{k}")
+            labels.append(" ".join(x for x in (label, f"seed {clip.meta['seed']}") if x))
     speech_sha = _sha256(speech)
     motions, bvhs = [], []
-    for k, clip in enumerate(clips, 1):
+    for stem, clip in zip(stems, clips):
         clip.meta["audio_sha256"] = speech_sha  # the uploaded file's hash, not the decoded samples'
-        motions.append(write_beat2(clip, out / f"variant_{k}.npz"))
-        bvhs.append(write_bvh(clip, out / f"variant_{k}.bvh"))
+        motions.append(write_beat2(clip, out / f"{stem}.npz"))
+        bvhs.append(write_bvh(clip, out / f"{stem}.bvh"))
 
-    labels = [f"seed {clip.meta['seed']}" for clip in clips]
-    grid = render_grid(clips, out / "grid.mp4", audio=wav, labels=labels, show_labels=settings.show_labels,
-                       view=settings.view, size=settings.size, renderer=settings.renderer,
-                       cell_paths=[out / f"variant_{k}.mp4" for k in range(1, len(clips) + 1)],
+    grid = render_grid(clips[:MAX_VARIANTS], out / "grid.mp4", audio=wav, labels=labels[:MAX_VARIANTS],
+                       show_labels=settings.show_labels, view=settings.view, size=settings.size,
+                       renderer=settings.renderer, cell_paths=[out / f"{s}.mp4" for s in stems[:MAX_VARIANTS]],
                        progress=lambda f, m: report(0.4 + 0.6 * f, f"rendering: {m}"))
 
     meta = {
@@ -133,7 +160,9 @@ def run_job(
         "weights": clips[0].meta["weights"],
         "seeds": [clip.meta["seed"] for clip in clips],
         "settings": dataclasses.asdict(settings),
-        "emotion": None,  # the loaded model has no emotion conditioning; no style edit applied
+        "emotion": {"name": settings.emotion, "intensity": settings.intensity,
+                    "learned": learned,  # a label the model was trained with, used as conditioning
+                    "explicit": clips[0].meta.get("style")},  # an explicit edit of the generated motion
         "speech": {"sha256": speech_sha, "seconds": round(wav.shape[0] / 16000, 3)},
         "reference_sha256": _sha256(reference) if reference is not None else None,
         "frames": clips[0].n_frames,

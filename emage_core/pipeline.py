@@ -15,6 +15,8 @@ import platform
 import random
 from typing import Callable, Sequence
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -25,6 +27,7 @@ from .locks import DEFAULT_CROSSFADE, Lock, apply_locks, part_frame_masks, valid
 from .model import MOTION_DIM, TRANS_SLICE, EmageModels
 from .motion import Motion
 from .skeleton import N_JOINTS, PARTS
+from .style import NEUTRAL, StyleControls, apply_style, preset
 
 Progress = Callable[[float, str], None]
 FPS = 30
@@ -99,6 +102,29 @@ class EmageGenerator:
     def device(self) -> torch.device:
         return self.models.device
 
+    @property
+    def emotions(self) -> tuple[str, ...]:
+        """Emotion labels the model learned (its config declares them); the released weights have none."""
+        return tuple(getattr(self.models.audio.config, "emotion_labels", None) or ())
+
+    def plan_expression(self, emotion: str | None, intensity: float = 1.0,
+                        overrides: dict | None = None) -> tuple[str | None, StyleControls | None]:
+        """Decide how an emotion is expressed: ``(learned label or None, explicit controls or None)``.
+
+        A label the model learned conditions generation (learned); any other emotion becomes its
+        explicit preset at ``intensity``. ``overrides`` (control name -> value) edit the explicit
+        controls on top, e.g. ``{"amplitude": 1.3}``.
+        """
+        learned = emotion if emotion and emotion in self.emotions else None
+        controls = None
+        if emotion and not learned and emotion != "neutral":
+            controls = preset(emotion, intensity)
+        if overrides:
+            controls = replace(controls or NEUTRAL, **overrides)
+        if controls is not None and controls.is_neutral:
+            controls = None
+        return learned, controls
+
     def generate(
         self,
         audio,
@@ -109,6 +135,8 @@ class EmageGenerator:
         locks: Sequence[Lock] | None = None,
         reference: Motion | None = None,
         crossfade: float = DEFAULT_CROSSFADE,
+        emotion: str | None = None,
+        style: StyleControls | None = None,
         progress: Progress | None = None,
     ) -> list[Motion]:
         """Speech -> ``variants`` motions of exactly ``floor(N * 30 / 16000)`` frames each.
@@ -118,7 +146,13 @@ class EmageGenerator:
         lower codes are sampled, variant k with seed ``seed + k`` (a random seed when None).
         locks keep parts of ``reference`` (aligned at time 0) exactly over their spans, with a
         ``crossfade`` (seconds) of blending just outside them.
+        emotion: a label the model learned (see `emotions`), used as conditioning.
+        style: explicit expressive controls applied to the generated motion (locked spans untouched);
+        see `plan_expression` for turning an emotion name + intensity into both.
         """
+        if emotion is not None and emotion not in self.emotions:
+            raise ValueError(f"this model has no learned emotion {emotion!r} (it knows: "
+                             f"{', '.join(self.emotions) or 'none'}); use an explicit preset instead")
         if variants < 1:
             raise ValueError(f"variants must be at least 1, got {variants}")
         if not (temperature >= 0 and np.isfinite(temperature)):
@@ -149,8 +183,11 @@ class EmageGenerator:
                           trans=out["trans"][0].cpu().numpy(), fps=FPS)
             if locks:
                 clip = apply_locks(clip, reference, locks, crossfade)
-            clip.meta = self._meta(seed=seed + k, variant=k, temperature=temperature, locks=locks,
-                                   crossfade=crossfade, audio_sha256=audio_sha256,
+            if style is not None and not style.is_neutral:
+                clip = apply_style(clip, style, locks=locks)
+            clip.meta = clip.meta | self._meta(seed=seed + k, variant=k, temperature=temperature, locks=locks,
+                                   crossfade=crossfade, audio_sha256=audio_sha256, emotion=emotion,
+                                   expression={"learned": emotion, "explicit": clip.meta.get("style")},
                                    audio_seconds=wav.shape[0] / SAMPLE_RATE)
             clips.append(clip)
         return clips

@@ -8,8 +8,9 @@ import gradio as gr
 from emage_core import __version__
 from emage_core.jobs import MAX_VARIANTS, RENDERERS, VIEWS
 from emage_core.skeleton import PART_NAMES
+from emage_core.style import CONTROL_RANGES, EMOTIONS, NEUTRAL
 
-from .studio import N_OUTPUTS, Studio, default_choice, model_choices, model_info
+from .studio import N_OUTPUTS, Studio, default_choice, emotion_note, model_choices, model_info
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "speech"
 
@@ -32,8 +33,15 @@ def build_demo(studio: Studio) -> gr.Blocks:
                 choices = model_choices()
                 model = gr.Dropdown(choices, value=default_choice(), label="Model")
                 model_md = gr.Markdown(model_info(default_choice()))
-                emotion = gr.Dropdown(["neutral"], value="neutral", label="Emotion / style",
-                                      info="The loaded model has no emotion conditioning.", interactive=False)
+                with gr.Row():
+                    emotion = gr.Dropdown(list(EMOTIONS), value="neutral", label="Emotion / style")
+                    intensity = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Intensity")
+                emotion_md = gr.Markdown(emotion_note(default_choice(), "neutral"))
+                with gr.Accordion("Expressive controls (explicit edits)", open=False):
+                    sliders = [gr.Slider(lo, min(hi, 2.0 if unit != "rad" else hi), value=getattr(NEUTRAL, name),
+                                         step=0.01, label=f"{name.replace('_', ' ')}{' (rad)' if unit == 'rad' else ''}",
+                                         info=what)
+                               for name, (lo, hi, unit, what) in CONTROL_RANGES.items()]
                 with gr.Row():
                     variants = gr.Slider(1, MAX_VARIANTS, value=1, step=1, label="Variants")
                     seed = gr.Number(value=1, precision=0, label="Seed (-1 = random)")
@@ -55,6 +63,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
                     show_labels = gr.Checkbox(True, label="Labels in the video (off for blind studies)")
                 with gr.Row():
                     run = gr.Button("Generate", variant="primary")
+                    compare = gr.Button("Emotion vs neutral")
                     cancel = gr.Button("Cancel")
             with gr.Column(scale=1):
                 status = gr.Markdown("Upload speech and press Generate.", label="Status")
@@ -66,6 +75,10 @@ def build_demo(studio: Studio) -> gr.Blocks:
 
         # -- wiring ---------------------------------------------------------------------------
         model.change(model_info, model, model_md, api_visibility="private")
+        for trigger in (model.change, emotion.change):
+            trigger(emotion_note, [model, emotion], emotion_md, api_visibility="private")
+        for trigger in (emotion.change, intensity.change):
+            trigger(studio.preset_controls, [emotion, intensity], sliders, api_visibility="private")
         variants.change(lambda v, t: 0.8 if v > 1 and t == 0 else t, [variants, temperature], temperature,
                         api_visibility="private")
         for trigger in (lock_rows.change, speech.change):
@@ -73,11 +86,11 @@ def build_demo(studio: Studio) -> gr.Blocks:
         demo.load(studio.timeline, [speech, lock_rows], [timeline, timeline_note], api_visibility="private")
         outputs = [status, grid, *cells, files, meta, previous]
         assert len(outputs) == N_OUTPUTS
-        event = run.click(
-            studio.generate,
-            [speech, model, emotion, lock_rows, reference, use_previous, variants, seed, temperature,
-             view, size, show_labels, renderer, previous],
-            outputs, api_name="generate", concurrency_limit=1, concurrency_id="worker",
-        )
-        cancel.click(None, cancels=[event], api_visibility="private")
+        inputs = [speech, model, emotion, intensity, lock_rows, reference, use_previous, variants, seed, temperature,
+                  view, size, show_labels, renderer, previous, *sliders]
+        event = run.click(studio.generate, inputs, outputs, api_name="generate",
+                          concurrency_limit=1, concurrency_id="worker")
+        event_cmp = compare.click(studio.compare, inputs, outputs, api_name="compare_neutral",
+                                  concurrency_limit=1, concurrency_id="worker")
+        cancel.click(None, cancels=[event, event_cmp], api_visibility="private")
     return demo

@@ -21,6 +21,7 @@ from emage_core.audio import AudioError, load_audio
 from emage_core.beat2 import MotionFileError, read_beat2
 from emage_core.jobs import MAX_VARIANTS, JobSettings
 from emage_core.locks import LockError, locks_from_rows, validate_locks
+from emage_core.style import preset
 from emage_core.worker import GenerationWorker, JobRequest
 
 from .timeline import draw_timeline
@@ -64,6 +65,28 @@ def model_source(choice: str) -> str | None:
     if choice.startswith(LOCAL_PREFIX) and choice in {v for _, v in model_choices()}:
         return choice[len(LOCAL_PREFIX):]
     raise gr.Error(f"unknown model choice {choice!r}")
+
+
+def model_emotions(choice: str) -> tuple[str, ...]:
+    """Emotion labels a checkpoint learned, read from its config.json (the released weights have none)."""
+    source = model_source(choice)
+    config = Path(source) / "config.json" if source and Path(source).is_dir() else None
+    if config is None or not config.is_file():
+        return ()
+    try:
+        return tuple(json.loads(config.read_text()).get("emotion_labels") or ())
+    except (OSError, ValueError):
+        return ()
+
+
+def emotion_note(choice: str, emotion: str) -> str:
+    """Honest label of what the emotion selector does with the selected model."""
+    if not emotion or emotion == "neutral":
+        return "Neutral: no emotion conditioning, no edit (the sliders below still apply if you move them)."
+    if emotion in model_emotions(choice):
+        return f"**{emotion}**: learned conditioning (this model was trained with emotion labels)."
+    return (f"**{emotion}**: explicit edit of the generated motion (preset from research on bodily expression "
+            "of emotion; this model learned no emotions). Fine-tune it in the sliders below.")
 
 
 def model_info(choice: str) -> str:
@@ -125,28 +148,43 @@ class Studio:
             note = f"Beyond the end of the speech ({duration:.2f} s): {', '.join(over)}"
         return np.asarray(draw_timeline(locks, duration, wav)), note
 
-    def generate(self, speech, model, emotion, lock_rows, reference, use_previous, variants, seed,
-                 temperature, view, size, show_labels, renderer, previous, progress=gr.Progress()):
-        """Validate, run on the worker with progress, and return every output (a generator for Gradio)."""
+    def generate(self, speech, model, emotion, intensity, lock_rows, reference, use_previous, variants, seed,
+                 temperature, view, size, show_labels, renderer, previous,
+                 amplitude=1.0, tempo=1.0, spine_flexion=0.0, head_pitch=0.0, head_turn=0.0, shoulder_raise=0.0,
+                 fluidity=0.0, head_activity=1.0, face_intensity=1.0, jaw_open=0.0,
+                 compare_neutral=False, progress=gr.Progress()):
+        """Validate, run on the worker with progress, and return every output (a generator for Gradio).
+
+        The explicit controls (amplitude ... jaw_open) are the advanced panel's sliders, which start at
+        the selected emotion's preset; they are applied as an explicit edit of the generated motion.
+        """
         if not speech:
             raise gr.Error("Please upload or record speech first.")
         try:
             wav = load_audio(speech, max_seconds=self.max_speech_s)
             locks = locks_from_rows(_rows(lock_rows))
+            if use_previous and not (previous and Path(previous).is_file()):
+                raise LockError("there is no previous result to lock to (or it has expired); generate once first")
             ref_path = previous if use_previous else reference
             if locks and not ref_path:
                 raise LockError("locked parts need a reference motion: upload a BEAT2 .npz or tick "
                                 "'use the previous result'")
-            if use_previous and not (previous and Path(previous).is_file()):
-                raise LockError("there is no previous result to lock to (or it has expired); generate once first")
             ref = read_beat2(ref_path) if ref_path else None
             if ref is not None and ref.fps != 30:
                 ref = ref.resample(30)
             validate_locks(locks, wav.shape[0] * 30 // 16000, ref if locks else None)
+            controls = dict(amplitude=amplitude, tempo=tempo, spine_flexion=spine_flexion, head_pitch=head_pitch,
+                            head_turn=head_turn, shoulder_raise=shoulder_raise, fluidity=fluidity,
+                            head_activity=head_activity, face_intensity=face_intensity, jaw_open=jaw_open)
+            emotion = emotion or "neutral"
+            # only what differs from the preset is an override; the preset itself stays named in the metadata
+            base = preset(emotion, float(intensity)).values()
+            overrides = {k: float(v) for k, v in controls.items() if v is not None and abs(float(v) - base[k]) > 1e-9}
             settings = JobSettings(model=model_source(model), seed=None if seed is None or seed < 0 else int(seed),
                                    variants=int(variants), temperature=float(temperature),
                                    locks=[str(l) for l in locks], view=view, size=int(size),
-                                   show_labels=bool(show_labels), renderer=renderer)
+                                   show_labels=bool(show_labels), renderer=renderer, emotion=emotion,
+                                   intensity=float(intensity), style=overrides, compare_neutral=bool(compare_neutral))
             settings.validate()
         except (AudioError, MotionFileError, LockError, ValueError) as e:
             raise gr.Error(str(e)) from None
@@ -173,6 +211,18 @@ class Studio:
                 yield self._present(event.result)
                 return
         raise gr.Error("Generation ended without a result.")
+
+    def compare(self, *args, progress=gr.Progress()):
+        """The same request twice, with the selected emotion/style and without, side by side."""
+        yield from self.generate(*args, compare_neutral=True, progress=progress)
+
+    @staticmethod
+    def preset_controls(emotion: str, intensity: float) -> list[float]:
+        """The advanced sliders' values for an emotion preset at an intensity."""
+        try:
+            return list(preset(emotion or "neutral", float(intensity)).values().values())
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
 
     @staticmethod
     def _present(result):
