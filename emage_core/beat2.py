@@ -105,8 +105,24 @@ def beat2_arrays(motion: Motion) -> dict[str, np.ndarray]:
     }
 
 
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz archive (what ``np.savez`` writes) with fixed zip timestamps: equal arrays, equal bytes.
+
+    ``np.savez`` stamps each entry with the current time, so saving the same motion twice would give
+    files with different sha256, which breaks provenance checks and idempotent reruns.
+    """
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for key, value in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.create_system, info.external_attr = 3, 0o644 << 16  # the same on every platform
+            with zf.open(info, "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
+    return buf.getvalue()
+
+
 def write_beat2(motion: Motion, path: str | os.PathLike) -> Path:
-    """Save ``motion`` as a BEAT2 ``.npz`` (plain ``np.savez``, no pickled objects); returns the path.
+    """Save ``motion`` as a BEAT2 ``.npz`` (``np.savez`` layout, no pickled objects); returns the path.
 
     When the clip carries ``meta`` (generated clips do: model, weights, seed, settings), it is
     written beside it as ``<name>.json``, since the BEAT2 format has no place for it.
@@ -115,7 +131,7 @@ def write_beat2(motion: Motion, path: str | os.PathLike) -> Path:
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")  # np.savez would append it silently otherwise
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **beat2_arrays(motion))
+    path.write_bytes(npz_bytes(beat2_arrays(motion)))
     if motion.meta:
         sidecar_path(path).write_text(json.dumps(motion.meta, indent=2, sort_keys=True, default=str) + "\n")
     return path

@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_render import add_render_parser
 
     add_render_parser(sub)  # render, export
+    from .batch import add_batch_parser
+
+    add_batch_parser(sub)  # batch
     return parser
 
 
