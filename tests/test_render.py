@@ -17,11 +17,14 @@ from emage_core import Motion
 from emage_core import render
 from emage_core.preview import STICK_BONES, StickRenderer
 from emage_core.render import (BACKGROUND, MeshRenderer, clip_camera, compose_grid, draw_label,
-                               fit_camera, grid_shape, label_box, motion_frames, render_grid, render_motion)
+                               fit_camera, grid_shape, label_box, motion_frames, render_grid, render_motion,
+                               view_region)
 from emage_core.video import VideoError, VideoWriter, probe_video, read_video_frames, write_video
 
 BG = np.round(np.array(BACKGROUND) * 255).astype(int)
 RAISE_RIGHT_ARM = (17, (0.0, 0.0, -np.pi / 2))  # right shoulder: T-pose arm -> straight up
+ARMS_DOWN = ((16, (0.0, 0.0, -1.2)), (17, (0.0, 0.0, 1.2)))  # shoulders: T-pose arms -> along the body
+JAW = 22  # SMPL-X joint: opening the mouth is a rotation about +x
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +41,14 @@ def body():
     return Body.load()
 
 
-def _motion(n: int, *, drift: float = 0.0, raise_arm_from: int | None = None) -> Motion:
-    """A T-pose clip; optional drift along +X (metres over the clip) and a raised right arm."""
+def _motion(n: int, *, drift: float = 0.0, raise_arm_from: int | None = None, arms_down: bool = False) -> Motion:
+    """A T-pose clip; optional drift along +X (metres over the clip), arms lowered along the body,
+    and a raised right arm."""
     m = Motion.zeros(n)
     m.trans[:, 0] = np.linspace(0.0, drift, n)
+    if arms_down:
+        for joint, aa in ARMS_DOWN:
+            m.poses[:, joint] = aa
     if raise_arm_from is not None:
         joint, aa = RAISE_RIGHT_ARM
         m.poses[raise_arm_from:, joint] = aa
@@ -166,6 +173,54 @@ def test_the_body_is_visible_and_a_raised_arm_shows_where_expected(gl, body):
     assert _non_bg(img_rest[hy, hx - 1:hx + 2]).any() and not _non_bg(img_up[hy, hx - 1:hx + 2]).any()
 
 
+def test_the_jaw_opens_in_the_face_view(gl, body):
+    rest, talking = _motion(1), _motion(1)
+    talking.poses[:, JAW] = (0.4, 0.0, 0.0)
+    v_rest = body.vertices(rest.poses, rest.trans)
+    v_open = body.vertices(talking.poses, talking.trans)
+    size = 128
+    region = view_region(body.rest_vertices, body.rest_joints, "face")
+    r = MeshRenderer(size, size, view="face")
+    r.set_camera(clip_camera(np.concatenate([v_rest, v_open]), "face", 1.0, region))
+    closed, opened = r.render_frame(v_rest[0], body.faces), r.render_frame(v_open[0])
+    # The face crop: the framed head (and upper neck), projected.
+    x0, y0 = r.camera.project(v_rest[0][region], size, size).min(0)
+    x1, y1 = r.camera.project(v_rest[0][region], size, size).max(0)
+    assert x1 - x0 > 0.3 * size and y1 - y0 > 0.4 * size, "the face view is a close-up"
+    changed = np.abs(closed.astype(int) - opened).max(-1) > 12
+
+    def box(top, bottom, left=0.2, right=0.8):  # fractions of the face crop
+        return (slice(int(y0 + top * (y1 - y0)), int(np.ceil(y0 + bottom * (y1 - y0)))),
+                slice(int(x0 + left * (x1 - x0)), int(np.ceil(x0 + right * (x1 - x0)))))
+
+    mouth, forehead = box(0.6, 1.2), box(0.0, 0.35)  # the chin drops below the rest pose's crop
+    assert changed[mouth].sum() > 60 and changed[mouth].mean() > 0.05, "the mouth opens"
+    assert not changed[forehead].any(), "the forehead stays put"
+    outside = changed.copy()
+    outside[mouth] = False
+    assert outside.sum() <= 0.05 * changed.sum(), "only the mouth and chin change"
+
+
+def test_a_2up_mesh_grid_shows_two_bodies(gl, body, tmp_path):
+    cell = 96
+    res = render_grid([_motion(4, arms_down=True), _motion(4, arms_down=True, raise_arm_from=0)],
+                      tmp_path / "two.mp4", size=cell, body=body, write_cells=False)
+    frames = read_video_frames(res.grid_path)
+    assert frames.shape == (4, cell, 2 * cell, 3)
+    upper = frames[-1, : cell * 3 // 5].astype(int)  # head to hips: the floor lies below
+    body_px = np.abs(upper - BG).max(-1) > 20  # h.264 blurs edges: a tolerance above its ringing
+    for k in (0, 1):
+        part = body_px[:, k * cell:(k + 1) * cell]
+        assert part.mean() > 0.04, f"cell {k + 1} shows a body"
+        cols = np.nonzero(part.any(0))[0]
+        assert abs(cols.mean() - cell / 2) < cell / 8, f"the body in cell {k + 1} is centred"
+    gap = body_px[:, cell - cell // 8:cell + cell // 8]
+    assert gap.mean() < 0.01, "background between the two bodies"
+    # The cells differ where the poses do: the raised arm is above the head in the second only.
+    above_head = body_px[: cell // 8]
+    assert not above_head[:, :cell].any() and above_head[:, cell:].any()
+
+
 def test_msaa_smooths_edges(gl, body):
     m = _motion(1)
     v = body.vertices(m.poses, m.trans)[0]
@@ -223,6 +278,38 @@ def test_render_motion_writes_a_clip_with_speech(gl, body, tmp_path):
     assert (info.width, info.height, info.n_frames, info.fps) == (128, 128, 12, 30)
     assert info.audio_duration == pytest.approx(12 / 30, abs=0.01)
     assert fractions[0] == 0.0 and fractions[-1] == 1.0
+
+
+def _container_duration(path) -> float:
+    """The duration ffmpeg (and so a player) reports for the file: ``Duration: HH:MM:SS.ss``."""
+    import re
+    import subprocess
+
+    import imageio_ffmpeg
+
+    log = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+                         capture_output=True, text=True, timeout=60).stderr
+    h, m, s = re.search(r"Duration: (\d+):(\d+):([\d.]+)", log).groups()
+    return 3600 * int(h) + 60 * int(m) + float(s)
+
+
+def test_video_lasts_as_long_as_the_speech_within_one_frame(gl, body, tmp_path):
+    # Speech of a length that is no whole number of frames, from a file as the app passes it;
+    # the motion has as many frames as generation makes for it (inference: T = N * 30 // 16000).
+    n_samples = 9100  # 0.56875 s
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, _tone(1.0)[:n_samples], 16000)
+    speech_s = n_samples / 16000
+    m = _motion(n_samples * 30 // 16000, raise_arm_from=8)
+    out = render_motion(m, tmp_path / "talk.mp4", audio=wav, size=64, body=body)
+    info = probe_video(out)
+    assert info.n_frames == m.n_frames == 17
+    assert info.audio_codec == "aac" and info.audio_rate == 16000, "no speech in the video"
+    one_frame = 1 / 30
+    assert abs(info.duration - speech_s) < one_frame
+    assert abs(info.audio_duration - speech_s) < one_frame
+    assert abs(info.audio_duration - info.duration) < 0.005, "speech and picture end together"
+    assert abs(_container_duration(out) - speech_s) < one_frame, "what players show"
 
 
 # ---------------------------------------------------------------------------- grids and labels
