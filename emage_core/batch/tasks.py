@@ -1,0 +1,70 @@
+"""One item's work: generate a motion or render a stimulus.
+
+Pure functions, bytes in and bytes out, so they run the same in-process (`LocalBackend`) or on a Ray
+worker (`RayBackend`, which finds them by module path: keep them top-level functions of this module).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+_GENERATORS: "OrderedDict[tuple, Any]" = OrderedDict()  # per process: each model is loaded once
+_MAX_LOADED = 2
+
+
+def _generator(source: str, revision: str | None, device: str | None):
+    from ..pipeline import EmageGenerator
+
+    key = (source, revision, device)
+    if key not in _GENERATORS:
+        while len(_GENERATORS) >= _MAX_LOADED:
+            _GENERATORS.popitem(last=False)
+        _GENERATORS[key] = EmageGenerator.from_pretrained(source, revision=revision, device=device)
+    _GENERATORS.move_to_end(key)
+    return _GENERATORS[key]
+
+
+def generate_motion(task: dict, speech: bytes, reference: bytes | None) -> dict[str, bytes]:
+    """Generate one motion. Returns ``{"npz": BEAT2 .npz bytes, "json": provenance side-car bytes}``."""
+    from ..beat2 import beat2_arrays, npz_bytes, read_beat2
+    from ..locks import Lock
+
+    gen = _generator(task["model"], task["revision"], task["device"])
+    locks = [Lock.parse(text) for text in task["locks"]]
+    ref = None
+    if reference is not None:
+        ref = read_beat2(reference)
+        if ref.fps != 30:
+            ref = ref.resample(30)
+    clip = gen.generate(speech, seed=task["seed"], variants=1, temperature=task["temperature"], locks=locks,
+                        reference=ref, crossfade=task["crossfade"])[0]
+    if clip.meta["weights"]["files"] != task["weights"]:
+        # e.g. a Ray node whose copy of a checkpoint folder differs from the driver's
+        raise RuntimeError(f"the weights loaded from {task['model']} differ from the ones hashed before the run")
+    if task["style"] is not None:
+        from ..style import StyleControls, apply_style
+
+        meta = clip.meta
+        clip = apply_style(clip, StyleControls(**task["style"]), locks=locks)
+        clip.meta = {**meta, **clip.meta}
+    meta = {**clip.meta, "study": task["study"]}
+    return {"npz": npz_bytes(beat2_arrays(clip)),
+            "json": (json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n").encode()}
+
+
+def render_stimulus(task: dict, motions: list[bytes], speech: bytes | None) -> bytes:
+    """Render one stimulus (one motion, or two side by side) to mp4 bytes."""
+    from ..audio import load_audio
+    from ..beat2 import read_beat2
+    from ..render import render_grid
+
+    clips = [read_beat2(m) for m in motions]
+    audio = load_audio(speech, min_seconds=0.0) if speech is not None else None
+    with tempfile.TemporaryDirectory(prefix="emage_stim_") as tmp:
+        out = Path(tmp) / "stimulus.mp4"
+        render_grid(clips, out, audio=audio, labels=task["labels"], show_labels=task["labels"] is not None,
+                    view=task["view"], size=task["size"], renderer=task["renderer"], write_cells=False)
+        return out.read_bytes()
