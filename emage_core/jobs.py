@@ -172,12 +172,10 @@ def run_job(
     metadata = out / "metadata.json"
     metadata.write_text(json.dumps(meta, indent=2, default=str) + "\n")
     result = JobResult(out, motions, bvhs, list(grid.cell_paths), grid.grid_path, metadata, out / "emage_outputs.zip")
+    members = [p for p in dict.fromkeys(result.files()) if p != result.archive]  # one video may be the grid too
+    members += [p.with_suffix(".json") for p in result.motions]  # provenance side-cars
     with zipfile.ZipFile(result.archive, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in result.files():
-            if path != result.archive and path.exists():
-                zf.write(path, path.name)
-            sidecar = path.with_suffix(".json")
-            if path.suffix == ".npz" and sidecar.exists():
-                zf.write(sidecar, sidecar.name)
+        for path in members:
+            zf.write(path, path.name)
     report(1.0, "done")
     return result

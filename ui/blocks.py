@@ -69,7 +69,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
                 status = gr.Markdown("Upload speech and press Generate.", label="Status")
                 grid = gr.Video(label="Side by side", autoplay=False)
                 with gr.Row():
-                    cells = [gr.Video(label=f"Variant {k + 1}", visible=k == 0) for k in range(MAX_VARIANTS)]
+                    cells = [gr.Video(label=f"Variant {k + 1}", visible=False) for k in range(MAX_VARIANTS)]
                 files = gr.File(label="Downloads: BEAT2 .npz, .bvh, metadata, zip", file_count="multiple")
                 meta = gr.JSON(label="Metadata (model, weights, seeds, settings)")
 

@@ -227,7 +227,9 @@ class Studio:
     @staticmethod
     def _present(result):
         videos = [str(p) for p in result.videos]
-        cells = [gr.update(value=videos[k], visible=True) if k < len(videos) else gr.update(value=None, visible=False)
+        # one video: the side-by-side player already shows it
+        shown = videos if len(videos) > 1 else []
+        cells = [gr.update(value=shown[k], visible=True) if k < len(shown) else gr.update(value=None, visible=False)
                  for k in range(MAX_VARIANTS)]
         files = [str(p) for p in (*result.motions, *result.bvhs, result.metadata, result.archive)]
         meta = json.loads(result.metadata.read_text())
