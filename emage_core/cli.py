@@ -78,6 +78,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print(f"loading weights from {args.weights or 'the default source'} ...", file=sys.stderr)
     gen = EmageGenerator.from_pretrained(args.weights, revision=args.revision, device=args.device)
     learned, style = gen.plan_expression(args.emotion, args.intensity, overrides)
+    if args.guidance != 1 and not learned:
+        raise SystemExit(f"error: --guidance needs an --emotion the model learned (it knows: {', '.join(gen.emotions) or 'none'})")
     if args.emotion and args.emotion != "neutral":
         how = "learned conditioning" if learned else "explicit edit (the model has no learned emotions)"
         print(f"emotion {args.emotion} at intensity {args.intensity:g}: {how}", file=sys.stderr)
@@ -88,7 +90,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
         clips = gen.generate(args.speech, seed=args.seed, variants=args.variants, temperature=args.temperature,
                              locks=locks, reference=reference, crossfade=args.crossfade, emotion=learned,
-                             style=style, progress=progress)
+                             style=style, progress=progress, guidance=args.guidance)
     for clip, path in zip(clips, _variant_paths(Path(args.output), len(clips))):
         write_beat2(clip, path)
         print(f"wrote {path} ({clip.n_frames} frames, seed {clip.meta['seed']}) + {sidecar_path(path).name}")
@@ -125,10 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="neutral, happiness, anger, sadness, contempt, surprise, fear, disgust: learned "
                         "conditioning when the model knows the label, else its explicit preset")
     p.add_argument("--intensity", type=float, default=1.0, help="emotion intensity (0 = neutral, 1 = preset, >1 more)")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance of a learned --emotion: 1 = as trained (default), 0 = no emotion, "
+                        ">1 stronger (e.g. 2)")
     p.add_argument("--style", action="append", default=[], metavar="KEY=VALUE",
                    help="explicit control, e.g. amplitude=1.3, tempo=0.8, head_pitch=0.1, fluidity=0.5 (repeatable)")
     p.set_defaults(func=cmd_generate)
 
+    from .cli_train import add_train_parsers
+
+    add_train_parsers(sub)  # train, metrics
     from .cli_render import add_render_parser
 
     add_render_parser(sub)  # render, export

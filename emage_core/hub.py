@@ -46,6 +46,7 @@ except ImportError:  # older versions keep no listing, so there is nothing to co
 __all__ = [
     "DEFAULT_REPO_ID",
     "REPO_ID_ENV",
+    "BUNDLED_CHECKPOINT",
     "SUBMODELS",
     "SUBMODEL_FOLDERS",
     "CONFIG_NAME",
@@ -143,9 +144,22 @@ def default_repo_id() -> str:
     return os.environ.get(REPO_ID_ENV) or DEFAULT_REPO_ID
 
 
+BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "emage_studio_default"
+"""The small checkpoint shipped inside the package (trained on a BEAT2 sample: see its README.md)."""
+
+
 def default_source() -> str | os.PathLike:
-    """What ``source=None`` means everywhere in this module (the one place to change it)."""
-    return default_repo_id()
+    """What ``source=None`` means everywhere in this module (the one place to change it).
+
+    ``$EMAGE_REPO_ID`` when it is set (an explicit choice of Hub repo); otherwise the bundled
+    checkpoint, so generation works offline on a fresh machine; the released weights when a
+    stripped install lacks the bundled folder. The Hub weights stay available by name.
+    """
+    if os.environ.get(REPO_ID_ENV):
+        return os.environ[REPO_ID_ENV]
+    if (BUNDLED_CHECKPOINT / CONFIG_NAME).is_file():
+        return BUNDLED_CHECKPOINT
+    return DEFAULT_REPO_ID
 
 
 def resolve_source(source: str | os.PathLike | None = None, revision: str | None = None) -> ResolvedSource:
@@ -154,7 +168,7 @@ def resolve_source(source: str | os.PathLike | None = None, revision: str | None
     Args:
         source: an existing local folder in the Hub layout, or a Hub repo id ``"owner/name"``.
             An existing folder wins over a repo id of the same spelling (as in ``transformers``).
-            ``None`` means `default_source` (the ``EMAGE_REPO_ID`` repo).
+            ``None`` means `default_source` (``$EMAGE_REPO_ID`` if set, else the bundled checkpoint).
         revision: Hub branch, tag or commit hash (default: the repo's main branch). Ignored for
             local folders.
 

@@ -21,7 +21,9 @@ Differences from the reference (``EmageAudioModel.inference`` + ``EmageVQModel.d
   to the nearest code;
 - the seeds are decoded from only the frames that can reach them through the decoders'
   receptive field, not from the whole window (same numbers, less work);
-- ``exact_audio_timing=True`` (off by default) fixes the reference's audio drift, see `run`.
+- ``exact_audio_timing=True`` (off by default) fixes the reference's audio drift, see `run`;
+- models trained with emotion labels take ``emotion`` (a label index) and ``guidance``
+  (classifier-free guidance against the "no label" row), see `run`.
 
 Axis-angle comes out of the decoders through `_rot6d_to_axis_angle`, a copy of the
 reference's numerics: `rotation.rot6d_to_axis_angle` is more accurate but differs by up to
@@ -198,6 +200,15 @@ def _choose(logits: torch.Tensor, temperature: float, generator: torch.Generator
     return idx.view(logits.shape[:-1]).to(logits.device)
 
 
+def _guide(net: dict[str, torch.Tensor], guidance: float) -> dict[str, torch.Tensor]:
+    """Classifier-free guidance: outputs of a (cond, uncond) batch of 2 -> uncond + g (cond - uncond).
+
+    Applied to every latent and logit, before codes are chosen: g = 1 gives the conditional pass,
+    g = 0 the unconditional one, g > 1 exaggerates what the label changes.
+    """
+    return {k: v[1:] + guidance * (v[:1] - v[1:]) for k, v in net.items()}
+
+
 def _as_batch(x, n_frames: int, what: str, device) -> torch.Tensor:
     x = torch.as_tensor(x).to(device=device, dtype=torch.float32)
     if x.dim() == 2:
@@ -218,6 +229,8 @@ def run(
     progress: Callable[[float, str], None] | None = None,
     speaker: int = 0,
     exact_audio_timing: bool = False,
+    emotion: int | None = None,
+    guidance: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """Generate motion for 16 kHz mono speech ``audio`` (1, N) (or (N,)); T = N * 30 // 16000 >= 1.
 
@@ -230,6 +243,12 @@ def run(
     ahead of the frame clock by 1/3 sample per frame (0.375 s after 10 minutes, so late gestures
     follow speech that came earlier). True starts it at round(f * 16000 / 30) instead; not
     reference-exact beyond the first window.
+
+    ``emotion``: index into ``config.emotion_labels`` for a model trained with emotion labels;
+    None runs such a model unconditionally (its "no label" row). ``guidance`` != 1 (needs an
+    emotion) also runs the unconditional pass, batched with the conditional one, and uses
+    ``uncond + guidance * (cond - uncond)`` of the latents and logits in every window (before
+    codes are chosen, so the seeds of the next window follow the guided motion).
 
     Returns tensors on that device, batch 1:
       motion_axis_angle (1, T, 165), expression (1, T, 100), trans (1, T, 3),
@@ -254,6 +273,17 @@ def run(
     Tp = max(T, S + 5)  # the shortest sequence the windows handle (9 frames); shorter audio gets silence
     if audio.shape[1] < Tp * spf:
         audio = F.pad(audio, (0, Tp * spf - audio.shape[1]))
+
+    null = cfg.null_emotion
+    if emotion is not None and (null is None or not 0 <= emotion < null):
+        known = f"0..{null - 1}" if null else "none: the model has no emotion labels"
+        raise ValueError(f"emotion index {emotion} out of range ({known})")
+    if guidance != 1 and emotion is None:
+        raise ValueError("guidance needs an emotion (it compares the labelled and the unlabelled model)")
+    guided = guidance != 1
+    emotion_id = None
+    if emotion is not None:  # (2, 1): conditional, then unconditional, when guided
+        emotion_id = torch.tensor([[emotion], [null]] if guided else [[emotion]], device=device)
 
     def audio_start(frame: int) -> int:
         return round(frame * sr / fps) if exact_audio_timing else frame * spf
@@ -291,7 +321,11 @@ def run(
                 wav = audio[:, a0 : a0 + w.length * spf]
                 if wav.shape[1] < w.length * spf:  # cannot happen with the reference timing
                     wav = F.pad(wav, (0, w.length * spf - wav.shape[1]))
-                net = models.audio(wav, speaker_id, win_motion, win_mask)
+                if guided:  # one batch of 2: the same window with the label and without
+                    net = _guide(models.audio(wav.expand(2, -1), speaker_id.expand(2, -1), win_motion.expand(2, -1, -1),
+                                              win_mask.expand(2, -1, -1), emotion=emotion_id), guidance)
+                else:
+                    net = models.audio(wav, speaker_id, win_motion, win_mask, emotion=emotion_id)
 
                 codes = {"face": models.face.latent_to_index(net["rec_face"])}
                 for p in BODY_PARTS:

@@ -70,10 +70,37 @@ class EmageAudioConfig:
     cl: float = 1
     ch: float = 1
     cf: float = 0
+    # Learned conditioning (EMAGE Studio; absent from the released configs, which then build exactly
+    # the released parameters). emotion_labels: names the model was trained with; they add an
+    # ``emotion_embedding`` of len + 1 rows, the last one "no label" (classifier-free guidance).
+    # speaker_labels: names of the speaker embedding's rows; needs speaker_dims = len + 1 (last: none).
+    emotion_labels: tuple[str, ...] | None = None
+    speaker_labels: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        for name in ("emotion_labels", "speaker_labels"):
+            labels = getattr(self, name)
+            labels = tuple(str(x) for x in labels) if labels else None  # [] and None both mean: none
+            if labels and len(set(labels)) != len(labels):
+                raise ValueError(f"{name} must be distinct, got {list(labels)}")
+            setattr(self, name, labels)
+        if self.speaker_labels and self.speaker_dims != len(self.speaker_labels) + 1:
+            raise ValueError(f"speaker_labels has {len(self.speaker_labels)} names, so speaker_dims must be "
+                             f"{len(self.speaker_labels) + 1} (the last row = no speaker), got {self.speaker_dims}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "EmageAudioConfig":
         return _from_dict(cls, d)
+
+    @property
+    def null_emotion(self) -> int | None:
+        """Index of the "no emotion label" row of ``emotion_embedding`` (None: no emotions)."""
+        return len(self.emotion_labels) if self.emotion_labels else None
+
+    @property
+    def null_speaker(self) -> int | None:
+        """Index of the "no speaker label" row (None when the config names no speakers)."""
+        return len(self.speaker_labels) if self.speaker_labels else None
 
     @property
     def motion_dim(self) -> int:
@@ -374,6 +401,10 @@ class EmageAudioModel(nn.Module):
     face audio features with body hints. Body: masked-motion hints -> self-attention ->
     8-layer cross-attention to body audio -> upper / hands / lower streams, each refined by
     a 1-layer decoder that attends to the sum of the other two.
+
+    Optional emotion conditioning (``config.emotion_labels``): ``emotion_embedding`` (labels + 1
+    rows, the last = no label) is added to the speaker embedding wherever that goes into the body
+    and face queries. Without labels the module is exactly the released architecture.
     """
 
     def __init__(self, config: EmageAudioConfig):
@@ -416,6 +447,8 @@ class EmageAudioModel(nn.Module):
         self.face_motion_decoder = TransformerDecoder(H, 4)
         self.face_out_proj = nn.Linear(H, K)
         self.face_cls = MLP(K, H, K)
+        if c.emotion_labels:  # registered last: the released keys keep their order
+            self.emotion_embedding = nn.Embedding(len(c.emotion_labels) + 1, H)  # N(0, 1), as the speaker's
 
     def encode_audio(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S) waveform -> face and body features, each (B, T', audio_f)."""
@@ -429,12 +462,15 @@ class EmageAudioModel(nn.Module):
         mask: torch.Tensor,
         use_audio: bool = True,
         audio_features: tuple[torch.Tensor, torch.Tensor] | None = None,
+        emotion: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """One window.
 
         audio (B, S) with S = T x 533 samples (or ``audio_features`` from `encode_audio`);
         speaker_id (B, 1) long; masked_motion, mask (B, T, 337) with mask 1 = generate.
         ``use_audio=False`` zeroes the body's audio cross-attention (masked-gesture training pass).
+        emotion (B, 1) long, indices into ``config.emotion_labels``; None = the "no label" row.
+        Only for models with emotion labels (others reject it).
         Returns rec_{face,upper,hands,lower} (B, T, K) latents and cls_* (B, T, K) code logits.
         """
         motion = torch.where(mask == 1, self.mask_embedding.expand_as(masked_motion), masked_motion)
@@ -450,6 +486,13 @@ class EmageAudioModel(nn.Module):
 
         spk_body = self.speaker_embedding_body(speaker_id)  # (B, 1, H)
         spk_face = self.speaker_embedding_face(speaker_id)
+        if self.config.emotion_labels:  # the emotion goes wherever the speaker goes
+            if emotion is None:
+                emotion = torch.full_like(speaker_id, self.config.null_emotion)
+            emo = self.emotion_embedding(emotion.view(-1, 1))  # (B, 1, H)
+            spk_body, spk_face = spk_body + emo, spk_face + emo
+        elif emotion is not None:
+            raise ValueError("this model has no emotion embedding (its config declares no emotion_labels)")
 
         # face: a fixed query reads audio + body hints
         face_mem = self.audio_face_motion_proj(torch.cat([face_feat, hint_face], dim=2))

@@ -107,6 +107,11 @@ class EmageGenerator:
         """Emotion labels the model learned (its config declares them); the released weights have none."""
         return tuple(getattr(self.models.audio.config, "emotion_labels", None) or ())
 
+    @property
+    def speakers(self) -> tuple[str, ...]:
+        """Speaker labels the model learned (its config declares them); the released weights have none."""
+        return tuple(getattr(self.models.audio.config, "speaker_labels", None) or ())
+
     def plan_expression(self, emotion: str | None, intensity: float = 1.0,
                         overrides: dict | None = None) -> tuple[str | None, StyleControls | None]:
         """Decide how an emotion is expressed: ``(learned label or None, explicit controls or None)``.
@@ -138,6 +143,8 @@ class EmageGenerator:
         emotion: str | None = None,
         style: StyleControls | None = None,
         progress: Progress | None = None,
+        guidance: float = 1.0,
+        speaker: str | None = None,
     ) -> list[Motion]:
         """Speech -> ``variants`` motions of exactly ``floor(N * 30 / 16000)`` frames each.
 
@@ -146,13 +153,28 @@ class EmageGenerator:
         lower codes are sampled, variant k with seed ``seed + k`` (a random seed when None).
         locks keep parts of ``reference`` (aligned at time 0) exactly over their spans, with a
         ``crossfade`` (seconds) of blending just outside them.
-        emotion: a label the model learned (see `emotions`), used as conditioning.
+        emotion: a label the model learned (see `emotions`), used as conditioning; None runs a
+        model with learned emotions unconditionally ("no label").
+        guidance: classifier-free guidance of the learned emotion (needs ``emotion``): 1 = the
+        conditional model as trained, 0 = unconditional, > 1 stronger than trained (e.g. 1.5-3).
+        speaker: a speaker the model learned (see `speakers`); None = "no speaker" for such a model,
+        the single speaker row of the released weights otherwise.
         style: explicit expressive controls applied to the generated motion (locked spans untouched);
         see `plan_expression` for turning an emotion name + intensity into both.
         """
         if emotion is not None and emotion not in self.emotions:
             raise ValueError(f"this model has no learned emotion {emotion!r} (it knows: "
                              f"{', '.join(self.emotions) or 'none'}); use an explicit preset instead")
+        if not (np.isfinite(guidance) and guidance >= 0):
+            raise ValueError(f"guidance must be a number >= 0, got {guidance}")
+        if guidance != 1 and emotion is None:
+            raise ValueError("guidance needs a learned emotion (it strengthens the model's own label conditioning)")
+        if speaker is not None and speaker not in self.speakers:
+            raise ValueError(f"this model has no learned speaker {speaker!r} (it knows: "
+                             f"{', '.join(self.speakers) or 'none'})")
+        cfg = self.models.audio.config
+        emotion_index = self.emotions.index(emotion) if emotion is not None else None
+        speaker_index = self.speakers.index(speaker) if speaker is not None else (cfg.null_speaker or 0)
         if variants < 1:
             raise ValueError(f"variants must be at least 1, got {variants}")
         if not (temperature >= 0 and np.isfinite(temperature)):
@@ -177,7 +199,8 @@ class EmageGenerator:
 
             generator = torch.Generator(device="cpu").manual_seed(seed + k)
             out = run(self.models, torch.from_numpy(wav)[None], motion=given, mask=mask,
-                      temperature=temperature, generator=generator, progress=report)
+                      temperature=temperature, generator=generator, progress=report,
+                      emotion=emotion_index, guidance=guidance, speaker=speaker_index)
             clip = Motion(poses=out["motion_axis_angle"][0].reshape(n_frames, N_JOINTS, 3).cpu().numpy(),
                           expressions=out["expression"][0].cpu().numpy(),
                           trans=out["trans"][0].cpu().numpy(), fps=FPS)
@@ -187,6 +210,7 @@ class EmageGenerator:
                 clip = apply_style(clip, style, locks=locks)
             clip.meta = clip.meta | self._meta(seed=seed + k, variant=k, temperature=temperature, locks=locks,
                                    crossfade=crossfade, audio_sha256=audio_sha256, emotion=emotion,
+                                   guidance=guidance, **({"speaker": speaker} if self.speakers else {}),
                                    expression={"learned": emotion, "explicit": clip.meta.get("style")},
                                    audio_seconds=wav.shape[0] / SAMPLE_RATE)
             clips.append(clip)

@@ -244,6 +244,21 @@ def test_default_repo_id_follows_env(monkeypatch):
     assert default_repo_id() == "someone/elsewhere"
 
 
+def test_default_source_is_the_bundled_checkpoint_unless_a_repo_is_set(monkeypatch, tmp_path):
+    """source=None: $EMAGE_REPO_ID when set, else the checkpoint inside the package (offline)."""
+    monkeypatch.delenv("EMAGE_REPO_ID", raising=False)
+    assert hub.default_source() == hub.BUNDLED_CHECKPOINT
+    assert (hub.BUNDLED_CHECKPOINT / "config.json").is_file()
+    resolved = resolve_source()
+    assert (resolved.kind, resolved.folder) == ("local", hub.BUNDLED_CHECKPOINT)
+    monkeypatch.setenv("EMAGE_REPO_ID", "someone/elsewhere")
+    assert hub.default_source() == "someone/elsewhere"
+    monkeypatch.setenv("EMAGE_REPO_ID", "")  # empty counts as unset
+    assert hub.default_source() == hub.BUNDLED_CHECKPOINT
+    monkeypatch.setattr(hub, "BUNDLED_CHECKPOINT", tmp_path / "stripped")  # a package without it
+    assert hub.default_source() == DEFAULT_REPO_ID
+
+
 # --- broken files: WeightsError naming the file -------------------------------------------------
 
 
