@@ -17,6 +17,7 @@ Importable without Gradio. The modules, one job each:
 - `render`, `video`, `preview`  mesh and stick-figure rendering, mp4 with speech, side-by-side grids
 - `bvh`         BVH export
 - `data`, `train`, `metrics`  datasets, training in the released layout, motion metrics
+- `labels`      learned emotion / speaker labels: which a run learns, per-window indices
 - `jobs`        one request: generate, export, render into a folder
 - `worker`      the process that owns the GPU and runs jobs for the app
 - `cli`         ``python -m emage_core``
