@@ -234,16 +234,10 @@ def _receptive_radius(net: nn.Module) -> int:
     return sum((m.kernel_size[0] - 1) // 2 for m in net.modules() if isinstance(m, nn.Conv1d))
 
 
-class ConvEncoder(nn.Module):
-    """(B, T, in_dim) -> (B, T, width): ``layers`` x [conv k3, LeakyReLU 0.2, ResBlock]. No downsampling."""
+class _ConvStack(nn.Module):
+    """A stride-1 'same' conv stack over time, ``self.main``, applied to batch-first (B, T, C) tensors."""
 
-    def __init__(self, in_dim: int, width: int, layers: int):
-        super().__init__()
-        mods: list[nn.Module] = []
-        for i in range(layers):
-            mods += [nn.Conv1d(in_dim if i == 0 else width, width, 3, 1, 1), nn.LeakyReLU(0.2), ResBlock(width)]
-        self.main = nn.Sequential(*mods)
-        self.main.apply(_xavier)
+    main: nn.Sequential
 
     @property
     def receptive_radius(self) -> int:
@@ -254,7 +248,19 @@ class ConvEncoder(nn.Module):
         return self.main(x.transpose(1, 2)).transpose(1, 2)
 
 
-class ConvDecoder(nn.Module):
+class ConvEncoder(_ConvStack):
+    """(B, T, in_dim) -> (B, T, width): ``layers`` x [conv k3, LeakyReLU 0.2, ResBlock]. No downsampling."""
+
+    def __init__(self, in_dim: int, width: int, layers: int):
+        super().__init__()
+        mods: list[nn.Module] = []
+        for i in range(layers):
+            mods += [nn.Conv1d(in_dim if i == 0 else width, width, 3, 1, 1), nn.LeakyReLU(0.2), ResBlock(width)]
+        self.main = nn.Sequential(*mods)
+        self.main.apply(_xavier)
+
+
+class ConvDecoder(_ConvStack):
     """(B, T, width) -> (B, T, out_dim): 2 ResBlocks, ``layers`` x [conv k3, LeakyReLU 0.2], final conv."""
 
     def __init__(self, width: int, out_dim: int, layers: int):
@@ -266,14 +272,6 @@ class ConvDecoder(nn.Module):
         mods.append(nn.Conv1d(out_dim, out_dim, 3, 1, 1))
         self.main = nn.Sequential(*mods)
         self.main.apply(_xavier)
-
-    @property
-    def receptive_radius(self) -> int:
-        """Frames of context on each side that influence one output frame."""
-        return _receptive_radius(self.main)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.main(x.transpose(1, 2)).transpose(1, 2)
 
 
 # -----------------------------------------------------------------------------
