@@ -167,8 +167,17 @@ def _anny_cache_is_warm() -> bool:
 
 @pytest.mark.skipif(importlib.util.find_spec("anny") is None,
                     reason="needs the anny package (pip install anny) to compare the baked body with the live model")
+def _bake_script():
+    """scripts/bake_body.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bake_body", REPO / "scripts" / "bake_body.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_matches_live_anny_within_a_tenth_of_a_millimetre(body):
-    import roma
     import torch
 
     import anny
@@ -184,21 +193,8 @@ def test_matches_live_anny_within_a_tenth_of_a_millimetre(body):
         poses, trans = _test_poses()
         p = np.stack(list(poses.values()))
         T = len(p)
-
-        # Drive Anny the same way: each SMPL-X axis-angle onto its soma bone, the root bone translated.
-        def rigid(R=None, t=None):
-            H = torch.eye(4, dtype=torch.float64).repeat(T, 1, 1)
-            if R is not None:
-                H[:, :3, :3] = R
-            if t is not None:
-                H[:, :3, 3] = t
-            return H
-
-        R = roma.rotvec_to_rotmat(torch.from_numpy(p).double())
-        deltas = {body.bone_names[b]: rigid(R=R[:, j]) for j, b in enumerate(body.joint_bones)}
-        deltas[body.bone_names[0]] = rigid(t=torch.from_numpy(body.rest_joints[0] + trans).double())
-        with torch.no_grad():
-            out = model(pose_parameters=deltas)
+        # drive Anny exactly as the bake script does: each SMPL-X axis-angle onto its soma bone
+        out = _bake_script().drive_live_anny(model, list(body.joint_bones), body.rest_joints[0], p, trans)
         live_vertices = out["vertices"].numpy()
         live_joints = out["bone_poses"][:, body.joint_bones, :3, 3].numpy()
     finally:

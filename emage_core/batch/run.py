@@ -255,13 +255,7 @@ class _Run:
         with tqdm(total=total, desc=self.study.name, unit="item", file=sys.stderr, disable=not self.progress,
                   dynamic_ncols=True) as self.bar:
             for m in self.plan.motions.values():
-                spec = motion_spec(self.study, self.inputs, m)
-                spec_hash = sha256_json(spec)
-                rec = self.records.finished(m.key, spec_hash)
-                if rec:
-                    self._finish(m, rec, reused=True)
-                else:
-                    self._submit("motion", m, spec, spec_hash)
+                self._reuse_or_submit("motion", m, motion_spec(self.study, self.inputs, m))
             self._release_stimuli()
             while self.backend.pending():
                 ticket, value, error = self.backend.next_done()
@@ -280,6 +274,15 @@ class _Run:
         return self.result
 
     # -- scheduling ------------------------------------------------------------------------------
+    def _reuse_or_submit(self, kind: str, item, spec: dict) -> None:
+        """Keep a finished item whose spec (settings + input hashes) is unchanged; else run it."""
+        spec_hash = sha256_json(spec)
+        rec = self.records.finished(item.key, spec_hash)
+        if rec:
+            self._finish(item, rec, reused=True)
+        else:
+            self._submit(kind, item, spec, spec_hash)
+
     def _submit(self, kind: str, item, spec: dict, spec_hash: str) -> None:
         self.records.forget(item.key)  # its old outputs no longer match: never leave them looking finished
         ticket, self.next_ticket = self.next_ticket, self.next_ticket + 1
@@ -324,13 +327,7 @@ class _Run:
                 self.records.forget(s.key)
                 self._fail(s.key, f"not rendered: {failed[0]} failed")
             elif all(m.key in self.motion_sha for _, m in s.shown):
-                spec = stimulus_spec(self.study, self.inputs, s, self.motion_sha)
-                spec_hash = sha256_json(spec)
-                rec = self.records.finished(s.key, spec_hash)
-                if rec:
-                    self._finish(s, rec, reused=True)
-                else:
-                    self._submit("stimulus", s, spec, spec_hash)
+                self._reuse_or_submit("stimulus", s, stimulus_spec(self.study, self.inputs, s, self.motion_sha))
             else:
                 still.append(s)
         self.waiting = still
