@@ -26,6 +26,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, vq_lr=args.vq_lr, stride=args.stride, mirror=args.mirror,
         seed=args.seed, device=args.device, save_every=args.save_every, resume=args.resume, vq_from=args.vq_from,
         emotions=args.emotions, speakers=args.speakers, label_dropout=args.label_dropout,
+        aligned_audio=args.aligned_audio,
     )
     train(config)
     print(f"checkpoint: {args.out} (python -m emage_core generate SPEECH -o OUT.npz --weights {args.out})")
@@ -94,6 +95,10 @@ def add_train_parsers(subparsers) -> None:
                    help="learn speaker embeddings: BEAT2 '{id}_{name}' labels (2_scott,...) or 'all'; default: one speaker")
     p.add_argument("--label-dropout", type=float, default=0.15,
                    help="chance a window's label is dropped to 'no label', for classifier-free guidance (default 0.15)")
+    p.add_argument("--aligned-audio", action=argparse.BooleanOptionalAction, default=True,
+                   help="let each output frame read its own audio frame (face query + positions on the audio; "
+                        "no extra parameters). --no-aligned-audio trains the released architecture exactly. "
+                        "Fixed when a run starts (default: on)")
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser("metrics", help="BC, jerk and lip-sync proxy of motion(s) for a speech file")

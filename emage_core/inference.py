@@ -22,6 +22,10 @@ Differences from the reference (``EmageAudioModel.inference`` + ``EmageVQModel.d
 - the seeds are decoded from only the frames that can reach them through the decoders'
   receptive field, not from the whole window (same numbers, less work);
 - ``exact_audio_timing=True`` (off by default) fixes the reference's audio drift, see `run`;
+- ``overlap`` > 0 (off in `run`, 8 frames in the pipeline) makes windows share frames and
+  crossfades their code latents there, so the motion does not jump at window seams: the
+  reference's windows meet with no blending, and where their codes disagree the decoded motion
+  jumps every 2 s (on the bundled model most of the jerk of its output came from those seams);
 - models trained with emotion labels take ``emotion`` (a label index) and ``guidance``
   (classifier-free guidance against the "no label" row), see `run`.
 
@@ -41,9 +45,10 @@ from . import rotation
 from .model import MOTION_DIM, TRANS_SLICE, VQ_PARTS, EmageModels
 from .skeleton import HANDS_JOINTS, JAW, LOWER_JOINTS, N_JOINTS, UPPER_JOINTS
 
-__all__ = ["EmageModels", "Window", "plan_windows", "default_motion", "decode_parts", "global_translation", "run"]
+__all__ = ["EmageModels", "Window", "plan_windows", "default_motion", "decode_parts", "decode_latents", "global_translation", "run"]
 
 BODY_PARTS = ("upper", "hands", "lower")  # parts chosen from class logits (the face uses its latent)
+DEFAULT_OVERLAP = 8  # frames shared by neighbouring windows in the pipeline (run's default 0 = the reference)
 DECODE_CHUNK = 2048  # frames per pass of the final decode: bounded memory, cache-friendly convs
 
 
@@ -66,17 +71,37 @@ class Window:
         return self.start + self.length
 
 
-def plan_windows(n_frames: int, window: int = 64, seed: int = 4) -> list[Window]:
+def plan_windows(n_frames: int, window: int = 64, seed: int = 4, overlap: int = 0) -> list[Window]:
     """Windows covering exactly ``n_frames`` (>= seed + 5) frames, the reference's where it has them.
 
-    Reference: windows at 0, 60, 120, ... each keeping its first 60 frames, then a final window
-    of 4 + r frames (r = (n - 4) % 60) keeping all of them, run only when r > 4. For r <= 4 we
-    add a full window ending at n_frames whose already generated frames are all seeds, and keep
-    its last 4 + r frames.
+    Reference (``overlap == 0``): windows at 0, 60, 120, ... each keeping its first 60 frames,
+    then a final window of 4 + r frames (r = (n - 4) % 60) keeping all of them, run only when
+    r > 4. For r <= 4 we add a full window ending at n_frames whose already generated frames are
+    all seeds, and keep its last 4 + r frames.
+
+    ``overlap`` > 0 (ours): windows advance by window - seed - overlap frames, so after its seeds
+    each window generates ``overlap`` frames that the previous one generated too (`run` crossfades
+    them). A final window ends exactly at n_frames, given everything before the last ``overlap``
+    frames of the previous window. 0 <= overlap <= window // 2 - seed (so that crossfades of
+    neighbouring seams never meet).
     """
-    hop = window - seed
+    if not 0 <= overlap <= window // 2 - seed:
+        raise ValueError(f"overlap must be 0..{window // 2 - seed} frames, got {overlap}")
     if n_frames < seed + 5:
         raise ValueError(f"need at least {seed + 5} frames, got {n_frames}")
+    hop = window - seed - overlap
+    if overlap:
+        plan = [Window(0, min(window, n_frames), seed, 0)]
+        while plan[-1].end < n_frames:
+            last = plan[-1]
+            start = last.start + hop
+            if start + window <= n_frames:
+                plan.append(Window(start, window, seed, 0))
+            else:  # end exactly at n_frames; everything up to the crossfade is given
+                start = n_frames - window
+                given = last.end - overlap - start
+                plan.append(Window(start, window, given, given))
+        return plan
     rounds, remain = divmod(n_frames - seed, hop)
     plan = [Window(i * hop, window, seed, 0) for i in range(rounds)]
     if remain > seed:
@@ -127,16 +152,22 @@ def _rot6d_to_axis_angle(d6: torch.Tensor) -> torch.Tensor:
 
 
 def decode_parts(models: EmageModels, face_index, upper_index, hands_index, lower_index) -> dict[str, torch.Tensor]:
-    """Part codes (B, T) -> motion, as the reference's ``EmageVQModel.decode``.
+    """Part codes (B, T) -> motion, as the reference's ``EmageVQModel.decode``; see `decode_latents`."""
+    indices = dict(zip(VQ_PARTS, (face_index, upper_index, hands_index, lower_index)))
+    return decode_latents(models, {p: getattr(models, p).index_to_latent(i) for p, i in indices.items()})
+
+
+def decode_latents(models: EmageModels, latents: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Part latents {face, upper, hands, lower} (B, T, K) -> motion (codebook rows give `decode_parts`).
 
     Returns motion_axis_angle (B, T, 165): joint 0 from the lower part, jaw from the face, eyes 0;
     expression (B, T, 100); all_motion4inference (B, T, 337) = 6D of those rotations + the lower
     part's translation and contact; lower (B, T, 61), the global model's input.
     """
-    face = models.face.decode(face_index)  # (B, T, 106)
-    upper = models.upper.decode(upper_index)  # (B, T, 78)
-    hands = models.hands.decode(hands_index)  # (B, T, 180)
-    lower = models.lower.decode(lower_index)  # (B, T, 61)
+    face = models.face.decoder(latents["face"])  # (B, T, 106)
+    upper = models.upper.decoder(latents["upper"])  # (B, T, 78)
+    hands = models.hands.decoder(latents["hands"])  # (B, T, 180)
+    lower = models.lower.decoder(latents["lower"])  # (B, T, 61)
     B, T = face.shape[:2]
     aa = face.new_zeros(B, T, N_JOINTS, 3)
     aa[:, :, list(UPPER_JOINTS)] = _rot6d_to_axis_angle(upper.reshape(B, T, -1, 6))
@@ -153,12 +184,12 @@ def decode_parts(models: EmageModels, face_index, upper_index, hands_index, lowe
     }
 
 
-def _decode_range(models: EmageModels, codes: dict[str, torch.Tensor], lo: int, hi: int, halo: int) -> dict[str, torch.Tensor]:
-    """`decode_parts` of frames [lo, hi) of the code sequences, reading only the ``halo`` frames
-    of context on each side that can reach them through the conv decoders."""
-    T = codes["face"].shape[1]
+def _decode_range(models: EmageModels, latents: dict[str, torch.Tensor], lo: int, hi: int, halo: int) -> dict[str, torch.Tensor]:
+    """`decode_latents` of frames [lo, hi) of the latent sequences, reading only the ``halo``
+    frames of context on each side that can reach them through the conv decoders."""
+    T = latents["face"].shape[1]
     a, b = max(0, lo - halo), min(T, hi + halo)
-    dec = decode_parts(models, *(codes[p][:, a:b] for p in VQ_PARTS))
+    dec = decode_latents(models, {p: latents[p][:, a:b] for p in VQ_PARTS})
     return {k: v[:, lo - a : hi - a] for k, v in dec.items()}
 
 
@@ -231,6 +262,7 @@ def run(
     exact_audio_timing: bool = False,
     emotion: int | None = None,
     guidance: float = 1.0,
+    overlap: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Generate motion for 16 kHz mono speech ``audio`` (1, N) (or (N,)); T = N * 30 // 16000 >= 1.
 
@@ -249,6 +281,12 @@ def run(
     emotion) also runs the unconditional pass, batched with the conditional one, and uses
     ``uncond + guidance * (cond - uncond)`` of the latents and logits in every window (before
     codes are chosen, so the seeds of the next window follow the guided motion).
+
+    ``overlap`` (0 = the reference): after its seeds each window also generates the last
+    ``overlap`` frames of the previous one, and the two windows' code latents are crossfaded
+    linearly over those frames before decoding, so one window's motion turns into the next
+    one's instead of jumping where their codes disagree (see `plan_windows`). Costs about
+    overlap / (60 - overlap) more windows. Reported codes there are the nearer window's.
 
     Returns tensors on that device, batch 1:
       motion_axis_angle (1, T, 165), expression (1, T, 100), trans (1, T, 3),
@@ -299,10 +337,11 @@ def run(
         mask = _as_batch(mask, Tp, "mask", device)
         full_mask[:, : mask.shape[1]] = mask
 
-    plan = plan_windows(Tp, W, S)
+    plan = plan_windows(Tp, W, S, overlap)
     K = cfg.vae_codebook_size
     out = {f"latent_{kind}_{p}": base.new_empty(1, Tp, K) for kind in ("rec", "cls") for p in VQ_PARTS}
     index = {p: torch.empty(1, Tp, dtype=torch.long, device=device) for p in VQ_PARTS}
+    latent = {p: base.new_empty(1, Tp, getattr(models, p).quantizer.e_dim) for p in VQ_PARTS}  # what is decoded
     speaker_id = torch.full((1, 1), speaker, dtype=torch.long, device=device)
     halo = max(getattr(models, p).decoder.receptive_radius for p in VQ_PARTS)
 
@@ -330,18 +369,31 @@ def run(
                 codes = {"face": models.face.latent_to_index(net["rec_face"])}
                 for p in BODY_PARTS:
                     codes[p] = _choose(net[f"cls_{p}"], temperature, generator)
+                win_latent = {p: getattr(models, p).index_to_latent(codes[p]) for p in VQ_PARTS}
 
-                # keep frames [keep, stop): up to where the next window's kept frames begin
-                stop = plan[i + 1].start + plan[i + 1].keep - w.start if i + 1 < len(plan) else w.length
-                dst = slice(w.start + w.keep, w.start + stop)
+                # This window's frames overwrite from `own` on (the reference: from start + keep;
+                # the next window overwrites its share). With overlap, its given frames stay the
+                # previous window's, and the `fade` frames both generated are crossfaded.
+                own = w.keep if i == 0 or not overlap else max(w.keep, w.n_seed)
+                fade = max(0, plan[i - 1].end - w.start - own) if i and overlap else 0
+                if fade:
+                    r = torch.arange(1, fade + 1, device=device, dtype=base.dtype)[None, :, None] / (fade + 1)
+                    dst = slice(w.start + own, w.start + own + fade)
+                    for p in VQ_PARTS:
+                        latent[p][:, dst] = (1 - r) * latent[p][:, dst] + r * win_latent[p][:, own : own + fade]
+                    nearer = own + (fade + 1) // 2  # from here on the new window weighs more
+                else:
+                    nearer = own
+                dst, src = slice(w.start + nearer, w.end), slice(nearer, w.length)
                 for p in VQ_PARTS:
-                    out[f"latent_rec_{p}"][:, dst] = net[f"rec_{p}"][:, w.keep : stop]
-                    out[f"latent_cls_{p}"][:, dst] = net[f"cls_{p}"][:, w.keep : stop]
-                    index[p][:, dst] = codes[p][:, w.keep : stop]
+                    out[f"latent_rec_{p}"][:, dst] = net[f"rec_{p}"][:, src]
+                    out[f"latent_cls_{p}"][:, dst] = net[f"cls_{p}"][:, src]
+                    index[p][:, dst] = codes[p][:, src]
+                    latent[p][:, w.start + own + fade : w.end] = win_latent[p][:, own + fade :]
 
                 if i + 1 < len(plan):  # decode the next window's seed frames from this window's codes
                     lo = plan[i + 1].start - w.start
-                    seed = _decode_range(models, codes, lo, lo + plan[i + 1].n_seed, halo)["all_motion4inference"]
+                    seed = _decode_range(models, win_latent, lo, lo + plan[i + 1].n_seed, halo)["all_motion4inference"]
                 del net
                 if progress is not None:
                     progress((i + 1) / len(plan), f"window {i + 1}/{len(plan)}")
@@ -349,7 +401,8 @@ def run(
             # The reference decodes the concatenated codes in one pass, not window by window; in
             # chunks with enough context on each side that is the same computation.
             index = {p: v[:, :T] for p, v in index.items()}
-            pieces = [_decode_range(models, index, s, min(s + DECODE_CHUNK, T), halo) for s in range(0, T, DECODE_CHUNK)]
+            latent = {p: v[:, :T] for p, v in latent.items()}
+            pieces = [_decode_range(models, latent, s, min(s + DECODE_CHUNK, T), halo) for s in range(0, T, DECODE_CHUNK)]
             result = {k: torch.cat([piece[k] for piece in pieces], dim=1) for k in pieces[0]}
             del pieces
             trans = global_translation(models, result.pop("lower"), ref_trans, fps)

@@ -76,6 +76,12 @@ class EmageAudioConfig:
     # speaker_labels: names of the speaker embedding's rows; needs speaker_dims = len + 1 (last: none).
     emotion_labels: tuple[str, ...] | None = None
     speaker_labels: tuple[str, ...] | None = None
+    # Frame-aligned audio (EMAGE Studio; False = the released forward, and what configs without the
+    # key get). As released, the face query is speaker + position only and neither audio memory
+    # carries a position, so inside a window an output frame cannot find its own audio frame and the
+    # lips cannot follow the speech. True: the face query adds its own frame's audio+hint memory,
+    # and both audio memories get the periodic position encoding. No new parameters.
+    aligned_audio: bool = False
 
     def __post_init__(self):
         for name in ("emotion_labels", "speaker_labels"):
@@ -400,6 +406,9 @@ class EmageAudioModel(nn.Module):
     8-layer cross-attention to body audio -> upper / hands / lower streams, each refined by
     a 1-layer decoder that attends to the sum of the other two.
 
+    ``config.aligned_audio`` (ours, off in the released configs) lets each output frame read its
+    own audio frame: see `EmageAudioConfig`.
+
     Optional emotion conditioning (``config.emotion_labels``): ``emotion_embedding`` (labels + 1
     rows, the last = no label) is added to the speaker embedding wherever that goes into the body
     and face queries. Without labels the module is exactly the released architecture.
@@ -494,7 +503,11 @@ class EmageAudioModel(nn.Module):
 
         # face: a fixed query reads audio + body hints
         face_mem = self.audio_face_motion_proj(torch.cat([face_feat, hint_face], dim=2))
-        face_query = self.position_embeddings(spk_face.expand(-1, T, -1))  # speaker + position, no data
+        if self.config.aligned_audio:  # each frame's query starts from its own audio (see the config)
+            face_query = self.position_embeddings(face_mem + spk_face)
+            face_mem = self.position_embeddings(face_mem)
+        else:
+            face_query = self.position_embeddings(spk_face.expand(-1, T, -1))  # speaker + position, no data
         face = self.face_motion_decoder(face_query, face_mem)
         rec_face = self.face_out_proj(face)
         cls_face = self.face_cls(rec_face)
@@ -505,6 +518,8 @@ class EmageAudioModel(nn.Module):
         x = self.position_embeddings(x + spk_body)
         # ... then cross-attention to the audio, added back as a residual
         body_mem = self.audio_body_motion_proj(body_feat)
+        if self.config.aligned_audio:  # audio frames carry their position, so attention can align
+            body_mem = self.position_embeddings(body_mem[:, :T])
         cross = self.audio_motion_cross_attn(x, body_mem)
         if not use_audio:
             cross = cross * 0.0

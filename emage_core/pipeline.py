@@ -22,7 +22,7 @@ import torch
 
 from . import __version__, hub
 from .audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, load_audio
-from .inference import default_motion, run
+from .inference import DEFAULT_OVERLAP, default_motion, run
 from .locks import DEFAULT_CROSSFADE, Lock, apply_locks, part_frame_masks, validate_locks
 from .model import MOTION_DIM, TRANS_SLICE, EmageModels
 from .motion import Motion
@@ -145,6 +145,7 @@ class EmageGenerator:
         progress: Progress | None = None,
         guidance: float = 1.0,
         speaker: str | None = None,
+        overlap: int = DEFAULT_OVERLAP,
     ) -> list[Motion]:
         """Speech -> ``variants`` motions of exactly ``floor(N * 30 / 16000)`` frames each.
 
@@ -159,6 +160,9 @@ class EmageGenerator:
         conditional model as trained, 0 = unconditional, > 1 stronger than trained (e.g. 1.5-3).
         speaker: a speaker the model learned (see `speakers`); None = "no speaker" for such a model,
         the single speaker row of the released weights otherwise.
+        overlap: frames each 64-frame window shares with the previous one, crossfaded in code-latent
+        space so the motion does not jump at window seams (every ~2 s); 0 = the reference's windows
+        (bit-exact with the released implementation), at most window / 2 - seed frames (28). Default 8: about 15% more time.
         style: explicit expressive controls applied to the generated motion (locked spans untouched);
         see `plan_expression` for turning an emotion name + intensity into both.
         """
@@ -173,6 +177,9 @@ class EmageGenerator:
             raise ValueError(f"this model has no learned speaker {speaker!r} (it knows: "
                              f"{', '.join(self.speakers) or 'none'})")
         cfg = self.models.audio.config
+        max_overlap = cfg.pose_length // 2 - cfg.seed_frames
+        if isinstance(overlap, bool) or not (isinstance(overlap, (int, np.integer)) and 0 <= overlap <= max_overlap):
+            raise ValueError(f"overlap must be a whole number of frames 0..{max_overlap}, got {overlap!r}")
         emotion_index = self.emotions.index(emotion) if emotion is not None else None
         speaker_index = self.speakers.index(speaker) if speaker is not None else (cfg.null_speaker or 0)
         if variants < 1:
@@ -200,7 +207,7 @@ class EmageGenerator:
             generator = torch.Generator(device="cpu").manual_seed(seed + k)
             out = run(self.models, torch.from_numpy(wav)[None], motion=given, mask=mask,
                       temperature=temperature, generator=generator, progress=report,
-                      emotion=emotion_index, guidance=guidance, speaker=speaker_index)
+                      emotion=emotion_index, guidance=guidance, speaker=speaker_index, overlap=int(overlap))
             clip = Motion(poses=out["motion_axis_angle"][0].reshape(n_frames, N_JOINTS, 3).cpu().numpy(),
                           expressions=out["expression"][0].cpu().numpy(),
                           trans=out["trans"][0].cpu().numpy(), fps=FPS)
@@ -210,7 +217,8 @@ class EmageGenerator:
                 clip = apply_style(clip, style, locks=locks)
             clip.meta = clip.meta | self._meta(seed=seed + k, variant=k, temperature=temperature, locks=locks,
                                    crossfade=crossfade, audio_sha256=audio_sha256, emotion=emotion,
-                                   guidance=guidance, **({"speaker": speaker} if self.speakers else {}),
+                                   guidance=guidance, window_overlap=int(overlap),
+                                   **({"speaker": speaker} if self.speakers else {}),
                                    expression={"learned": emotion, "explicit": clip.meta.get("style")},
                                    audio_seconds=wav.shape[0] / SAMPLE_RATE)
             clips.append(clip)

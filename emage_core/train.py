@@ -72,7 +72,7 @@ RESTART_EVERY = 100  # steps between restarts of codes no window used
 
 
 def make_configs(size: str = "tiny", *, emotion_labels: list[str] | None = None,
-                 speaker_labels: list[str] | None = None,
+                 speaker_labels: list[str] | None = None, aligned_audio: bool = True,
                  **overrides: int) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """``config.json`` dicts of a size: (audio model, {face, upper, hands, lower, global}).
 
@@ -80,6 +80,8 @@ def make_configs(size: str = "tiny", *, emotion_labels: list[str] | None = None,
     them); ``overrides`` replace hidden_size, audio_f, motion_f or codebook (codes per part = the
     latent width, as the reference ties them). ``emotion_labels`` / ``speaker_labels`` (names)
     add learned conditioning (`emage_core.labels.label_config`); without them no key is added.
+    ``aligned_audio`` (default on for our runs) lets output frames read their own audio frame (see
+    `EmageAudioConfig.aligned_audio`); False keeps the released architecture and omits the key.
     """
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
@@ -96,6 +98,8 @@ def make_configs(size: str = "tiny", *, emotion_labels: list[str] | None = None,
         "pose_dims": 330, "pose_rep": "smplx", "seed_frames": 4, "test_length": 64, "joint_mask": None,
         "vae_codebook_size": K, "lu": 3, "ll": 3, "lh": 3, "lf": 3, "cu": 1, "cl": 1, "ch": 1, "cf": 0,
     }
+    if aligned_audio:
+        audio["aligned_audio"] = True
     if emotion_labels or speaker_labels:
         from .labels import label_config
 
@@ -194,6 +198,7 @@ class TrainConfig:
     emotions: list[str] | str | None = None  # from data.EMOTIONS, e.g. ["neutral", "happiness"]
     speakers: list[str] | str | None = None  # BEAT2 "{id}_{name}", e.g. ["2_scott"]
     label_dropout: float = 0.15  # chance a window's label becomes "no label" (classifier-free guidance)
+    aligned_audio: bool = True  # frame-aligned audio in the audio model (False: the released architecture)
 
     @property
     def n_vq_steps(self) -> int:
@@ -411,7 +416,8 @@ def train(config: TrainConfig, dataset=None, log: Callable[[str], None] | None =
         state = {"vq_step": 0, "audio_step": 0, "seconds": 0.0}
         if dataset is None and "all" in (c.emotions, c.speakers):  # the labels are read from the data
             dataset = MotionWindows.from_folder(c.data, stride=c.stride, mirror=c.mirror)
-        audio_cfg, part_cfgs = make_configs(c.size, **c.overrides, **_label_configs(c, dataset))
+        audio_cfg, part_cfgs = make_configs(c.size, aligned_audio=c.aligned_audio, **c.overrides,
+                                            **_label_configs(c, dataset))
         models = EmageModels.from_configs(audio_cfg, part_cfgs)
         if c.vq_from:
             vq_models, _, vq_cfgs = _load_models(c.vq_from)

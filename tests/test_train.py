@@ -199,3 +199,42 @@ def test_generate_command_works_offline_with_no_weights(tmp_path):
     meta = json.loads(sidecar_path(out).read_text())
     assert meta["model_id"].endswith("emage_studio_default")
     assert meta["weights"]["kind"] == "local" and "model.safetensors" in meta["weights"]["files"]
+
+
+def test_aligned_audio_adds_no_parameters_and_lets_a_frame_read_its_own_audio():
+    """The flag changes the forward only: same state_dict; a change to one audio frame then moves
+    that frame's face output most, where the released forward spreads it over the window."""
+    from emage_core.model import EmageModels
+
+    assert make_configs("tiny")[0]["aligned_audio"] is True
+    assert "aligned_audio" not in make_configs("tiny", aligned_audio=False)[0]
+    ratios = {}
+    for aligned in (False, True):
+        audio_cfg, parts = make_configs("tiny", aligned_audio=aligned, **SMALL)
+        torch.manual_seed(0)
+        net = EmageModels.from_configs(audio_cfg, parts).audio.eval()
+        if aligned:
+            assert {k: v.shape for k, v in net.state_dict().items()} == shapes
+        shapes = {k: v.shape for k, v in net.state_dict().items()}
+        T, t0 = 64, 30
+        g = torch.Generator().manual_seed(1)
+        face, body = (torch.randn(1, T, net.config.audio_f, generator=g) for _ in range(2))
+        motion = torch.zeros(1, T, net.config.motion_dim)
+        args = (None, torch.zeros(1, 1, dtype=torch.long), motion, torch.ones_like(motion))
+        with torch.no_grad():
+            a = net(*args, audio_features=(face, body))["rec_face"]
+            face2 = face.clone()
+            face2[:, t0] += 3.0
+            b = net(*args, audio_features=(face2, body))["rec_face"]
+        change = (b - a).abs().mean(-1)[0]  # (T,)
+        others = torch.cat([change[: t0 - 2], change[t0 + 3 :]])
+        ratios[aligned] = float(change[t0] / others.median())
+    assert ratios[True] > 3 and ratios[True] > 2 * ratios[False], ratios
+
+
+def test_cli_aligned_audio_switch(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_train_parsers(parser.add_subparsers(dest="command", required=True))
+    base = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert parser.parse_args(base).aligned_audio is True
+    assert parser.parse_args(base + ["--no-aligned-audio"]).aligned_audio is False
