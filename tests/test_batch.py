@@ -301,6 +301,7 @@ layouts:
     ("    reference: ref.npz", "    reference: nowhere.npz", 11, "reference motion not found"),
     ("[[neutral, sad]]", "[[neutral, happy]]", 13, "unknown condition 'happy'"),
     ("    seeds: [1]", "    seeds: [one]", 6, "expected a whole number"),
+    ("    seeds: [1]", "    seeds: [1]\n    overlap: 40", 7, "overlap: must be 0-28, got 40"),
     ("  - name: sad", "  - name: sad\n  - name: sad", 8, "'sad' is used twice"),
     ("  - name: neutral", "  - name: neutral: x", 5, "not valid YAML: mapping values are not allowed here"),
     ("layouts:", "layouts: [", 14, "(while parsing a flow sequence that starts on line 12)"),
@@ -354,3 +355,13 @@ def test_ray_backend_gives_the_same_motions(first_run, study_dir, tmp_path):
     remote = {p.relative_to(out): sha(p) for p in (out / "motions").rglob("*.npz")}
     assert len(local) == 12 and remote == local
     assert [r["file"] for r in key_rows(out)] == [r["file"] for r in key_rows(local_out)]  # same names, same order
+
+
+def test_manifest_overlap_default_is_the_pipelines():
+    from emage_core.batch import manifest
+    from emage_core.inference import DEFAULT_OVERLAP, plan_windows
+
+    assert manifest.DEFAULT_OVERLAP == DEFAULT_OVERLAP
+    plan_windows(100, overlap=manifest.MAX_OVERLAP)
+    with pytest.raises(ValueError):
+        plan_windows(100, overlap=manifest.MAX_OVERLAP + 1)

@@ -19,6 +19,7 @@ The manifest (YAML; paths are relative to the manifest's folder)::
         seeds: [1, 2]              # one motion per seed and clip
         variants: 1                # n: each seed s also gives s+1 .. s+n-1 (as `generate --variants`)
         temperature: 0.8           # 0 = most likely codes (seeds then give identical motions)
+        overlap: 8                 # frames crossfaded where generation windows meet (0 = the reference's, 0-28)
       - name: sad
         style: {preset: sadness, intensity: 0.8}     # emotion preset (emage_core.style.PRESETS)
       - name: big

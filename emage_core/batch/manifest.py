@@ -21,7 +21,9 @@ RENDERERS = ("mesh", "stick")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 TOP_KEYS = ("study", "seed", "speech", "defaults", "conditions", "render", "layouts")
 CONDITION_KEYS = ("name", "model", "revision", "seeds", "variants", "temperature", "crossfade", "locks",
-                  "reference", "style")
+                  "reference", "style", "overlap")
+DEFAULT_OVERLAP = 8  # = emage_core.inference.DEFAULT_OVERLAP (a test keeps them equal); the manifest stays torch-free
+MAX_OVERLAP = 28
 RENDER_KEYS = ("view", "size", "renderer", "show_labels", "audio")
 LAYOUT_KEYS = ("singles", "pairs")
 MAX_VARIANTS = 16
@@ -192,6 +194,7 @@ class Condition:
     locks: list[str]  # "part:start-end", checked
     references: dict[str, Path]  # clip id -> reference .npz (each clip, when there are locks)
     style: Any = None  # emage_core.style.StyleControls or None
+    overlap: int = DEFAULT_OVERLAP  # frames crossfaded between generation windows (0 = the reference's)
 
 
 @dataclass(frozen=True)
@@ -354,6 +357,8 @@ def _read_condition(node: Node, defaults: Node | None, where: str, base: Path, c
         check.fail(value("seeds").line, f"{where}.seeds", "no seeds listed")
     temperature = check.number(value("temperature"), f"{where}.temperature") if value("temperature") else 0.0
     crossfade = check.number(value("crossfade"), f"{where}.crossfade") if value("crossfade") else 0.2
+    overlap = check.integer(value("overlap"), f"{where}.overlap", 0, MAX_OVERLAP) \
+        if value("overlap") is not None else DEFAULT_OVERLAP
 
     locks = _read_locks(value("locks"), f"{where}.locks", check) if value("locks") else []
     references = _read_references(value("reference"), f"{where}.reference", base, clip_ids, check) \
@@ -366,7 +371,7 @@ def _read_condition(node: Node, defaults: Node | None, where: str, base: Path, c
         return None
     return Condition(name=name, line=node.line, model=model, model_line=model_line, revision=revision,
                      seeds=seeds, temperature=temperature, crossfade=crossfade, locks=locks,
-                     references=references if locks else {}, style=style)
+                     references=references if locks else {}, style=style, overlap=overlap)
 
 
 def _read_model(node: Node | None, where: str, base: Path, check: _Checker) -> tuple[str | None, int]:

@@ -198,7 +198,7 @@ def motion_spec(study: Study, inputs: Inputs, item: MotionItem) -> dict:
         "speech_sha256": inputs.speech[item.clip]["sha256"],
         "weights": inputs.models[cond.name].provenance["files"],
         "seed": item.seed, "temperature": cond.temperature, "locks": cond.locks, "crossfade": cond.crossfade,
-        "reference_sha256": inputs.references[str(ref)] if ref else None,
+        "overlap": cond.overlap, "reference_sha256": inputs.references[str(ref)] if ref else None,
         "style": style_dict(cond.style),
     }
 

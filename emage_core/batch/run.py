@@ -301,7 +301,7 @@ class _Run:
         ref = cond.references.get(m.clip)
         task = {"model": model.load_source, "revision": model.revision, "device": self.backend.motion_device,
                 "weights": model.provenance["files"], "seed": m.seed, "temperature": cond.temperature,
-                "locks": cond.locks, "crossfade": cond.crossfade, "style": style_dict(cond.style),
+                "locks": cond.locks, "crossfade": cond.crossfade, "overlap": cond.overlap, "style": style_dict(cond.style),
                 "study": {"clip": m.clip, "condition": m.condition}}
         return task, self.speech(m.clip), (ref.read_bytes() if ref else None)
 
@@ -452,7 +452,7 @@ def study_manifest(study: Study, inputs: Inputs, plan: Plan, outputs: dict[str, 
             from_style = describe(c.style)
         conditions[c.name] = {
             "model": inputs.models[c.name].provenance["source"], "seeds": c.seeds, "temperature": c.temperature,
-            "locks": c.locks, "crossfade": c.crossfade,
+            "locks": c.locks, "crossfade": c.crossfade, "overlap": c.overlap,
             "reference": {clip: str(p) for clip, p in c.references.items()} or None, "style": from_style}
     return {
         "format": "emage-studio study manifest 1",

@@ -40,7 +40,7 @@ def generate_motion(task: dict, speech: bytes, reference: bytes | None) -> dict[
         if ref.fps != 30:
             ref = ref.resample(30)
     clip = gen.generate(speech, seed=task["seed"], variants=1, temperature=task["temperature"], locks=locks,
-                        reference=ref, crossfade=task["crossfade"])[0]
+                        reference=ref, crossfade=task["crossfade"], overlap=task["overlap"])[0]
     if clip.meta["weights"]["files"] != task["weights"]:
         # e.g. a Ray node whose copy of a checkpoint folder differs from the driver's
         raise RuntimeError(f"the weights loaded from {task['model']} differ from the ones hashed before the run")
