@@ -32,6 +32,7 @@ Progress = Callable[[float, str], None]
 VIEWS = ("full", "upper", "face")
 RENDERERS = ("mesh", "stick")
 MAX_VARIANTS = 4
+MAX_GUIDANCE = 5.0
 
 
 @dataclass
@@ -52,6 +53,7 @@ class JobSettings:
     intensity: float = 1.0
     style: dict = field(default_factory=dict)  # explicit control overrides, e.g. {"amplitude": 1.3}
     compare_neutral: bool = False  # also generate the same seed without emotion/style, side by side
+    guidance: float = 1.0  # classifier-free guidance of a learned emotion (1 = as trained); see EmageGenerator.generate
 
     def validate(self) -> list[Lock]:
         """Raise ValueError naming the first bad setting; return the parsed locks."""
@@ -70,6 +72,8 @@ class JobSettings:
         if self.emotion not in EMOTIONS:
             raise ValueError(f"emotion must be one of {', '.join(EMOTIONS)}, got {self.emotion!r}")
         preset(self.emotion, self.intensity)  # range-checks the intensity
+        if not 0 <= self.guidance <= MAX_GUIDANCE:
+            raise ValueError(f"guidance must be 0-{MAX_GUIDANCE:g}, got {self.guidance}")
         StyleControls(**self.style)  # unknown or out-of-range controls fail here, before any work
         return [Lock.parse(text) if isinstance(text, str) else Lock(*text) for text in self.locks]
 
@@ -124,6 +128,9 @@ def run_job(
     report(0.0, "loading model")
     gen = generator_for(settings.model)
     learned, style = gen.plan_expression(settings.emotion, settings.intensity, settings.style)
+    if settings.guidance != 1 and not learned:
+        raise ValueError(f"guidance applies to learned emotions only, and this model learned no {settings.emotion!r} "
+                         f"(it knows: {', '.join(gen.emotions) or 'none'}): leave guidance at 1")
     # (file stem, label, learned emotion, explicit controls) per condition
     conditions = [("variant", settings.emotion if learned or style else "", learned, style)]
     if settings.compare_neutral:
@@ -131,12 +138,13 @@ def run_job(
     seed = settings.seed
     clips, stems, labels = [], [], []
     for c, (stem, label, emotion, controls) in enumerate(conditions):
+        guidance = settings.guidance if emotion else 1.0  # the neutral side is unconditioned
         def gen_progress(f, m, c=c):
             report(0.4 * (c + f) / len(conditions), f"generating: {m}")
 
         batch = gen.generate(wav, seed=seed, variants=settings.variants, temperature=settings.temperature,
                              locks=locks, reference=ref_motion, crossfade=settings.crossfade,
-                             emotion=emotion, style=controls, progress=gen_progress)
+                             emotion=emotion, style=controls, progress=gen_progress, guidance=guidance)
         seed = batch[0].meta["seed"]  # the neutral comparison reuses the (possibly random) seed
         for k, clip in enumerate(batch, 1):
             clips.append(clip)

@@ -101,6 +101,7 @@ def test_each_request_gets_its_own_folder_and_old_ones_go(studio, tmp_path):
     ("pickled_reference", "Python objects"),
     ("short_reference", "reference motion has only"),
     ("no_previous", "no previous result"),
+    ("guidance_unlearned", "guidance applies to learned emotions only"),
 ])
 def test_bad_input_gives_a_clear_message(studio, tmp_path, case, match):
     speech = str(_speech(tmp_path / "s.wav"))
@@ -123,6 +124,8 @@ def test_bad_input_gives_a_clear_message(studio, tmp_path, case, match):
         kwargs.update(lock_rows=[["upper", 0, 1]], reference=str(tmp_path / "short.npz"))
     elif case == "no_previous":
         kwargs.update(lock_rows=[["upper", 0, 1]], use_previous=True)
+    elif case == "guidance_unlearned":  # the bundled model learned no emotions: only an explicit edit
+        kwargs.update(emotion="sadness", guidance=2.0)
     with pytest.raises(gr.Error, match=match):
         _run(studio, speech, **kwargs)
 
@@ -158,6 +161,22 @@ def test_model_selector_offers_only_known_sources(tmp_path, monkeypatch):
     assert model_source(f"local:{tmp_path / 'ckpts'}{os.sep}mine") == str(ckpt)
     with pytest.raises(gr.Error, match="unknown model"):
         model_source("local:/etc")
+
+
+def test_guidance_slider_is_live_only_for_learned_emotions(tmp_path, monkeypatch):
+    import json
+
+    from ui.studio import guidance_update
+
+    ckpt = tmp_path / "ckpts" / "emo"
+    (ckpt / "emage_vq").mkdir(parents=True)
+    (ckpt / "config.json").write_text(json.dumps({"emotion_labels": ["neutral", "happiness"]}))
+    monkeypatch.setenv("EMAGE_CHECKPOINT_DIRS", str(tmp_path / "ckpts"))
+    emo = f"local:{tmp_path / 'ckpts'}{os.sep}emo"
+    assert guidance_update(emo, "happiness")["interactive"] is True
+    for choice, emotion in ((emo, "sadness"), (emo, "neutral"), (BUNDLED, "happiness")):
+        update = guidance_update(choice, emotion)
+        assert update["interactive"] is False and update["value"] == 1.0
 
 
 # -- the worker process -----------------------------------------------------------------------

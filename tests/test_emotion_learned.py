@@ -259,3 +259,28 @@ def test_cli_options():
     add_train_parsers(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["train", "--data", "d", "--out", "o", "--emotions", "Neutral,happiness"])
     assert args.emotions == "neutral,happiness" and args.label_dropout == 0.15 and args.speakers is None
+
+
+def test_jobs_pass_guidance_to_the_learned_emotion_only(trained, labelled, tmp_path):
+    """The page's guidance slider reaches generation through JobSettings; the neutral side of a
+    comparison stays unconditioned; a model without that emotion refuses guidance."""
+    import soundfile as sf
+
+    from emage_core.jobs import JobSettings, run_job
+
+    speech = tmp_path / "s.wav"
+    sf.write(speech, labelled["wav"][: 2 * 16000], 16000)
+    gen = EmageGenerator.from_pretrained(trained, device="cpu")
+    settings = JobSettings(model=str(trained), seed=1, emotion="happiness", guidance=2.0, compare_neutral=True,
+                           renderer="stick", size=64)
+    result = run_job(speech, settings, tmp_path / "job", generator_for=lambda source: gen)
+    meta = json.loads(result.metadata.read_text())
+    assert meta["settings"]["guidance"] == 2.0
+    sides = {p.stem: json.loads(p.with_suffix(".json").read_text()) for p in result.motions}
+    assert sides["variant_1"]["guidance"] == 2.0 and sides["variant_1"]["expression"]["learned"] == "happiness"
+    assert sides["neutral_1"]["guidance"] == 1.0 and sides["neutral_1"]["expression"]["learned"] is None
+    with pytest.raises(ValueError, match="guidance applies to learned emotions only"):
+        run_job(speech, JobSettings(model=str(trained), emotion="sadness", guidance=2.0, renderer="stick", size=64),
+                tmp_path / "job2", generator_for=lambda source: gen)
+    with pytest.raises(ValueError, match="guidance must be 0-5"):
+        JobSettings(guidance=7.0).validate()

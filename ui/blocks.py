@@ -10,7 +10,7 @@ from emage_core.jobs import MAX_VARIANTS, RENDERERS, VIEWS
 from emage_core.skeleton import PART_NAMES
 from emage_core.style import CONTROL_RANGES, EMOTIONS, NEUTRAL
 
-from .studio import N_OUTPUTS, Studio, default_choice, emotion_note, model_choices, model_info
+from .studio import N_OUTPUTS, Studio, default_choice, emotion_note, guidance_update, model_choices, model_info
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "speech"
 
@@ -37,6 +37,9 @@ def build_demo(studio: Studio) -> gr.Blocks:
                     emotion = gr.Dropdown(list(EMOTIONS), value="neutral", label="Emotion / style")
                     intensity = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Intensity")
                 emotion_md = gr.Markdown(emotion_note(default_choice(), "neutral"))
+                guidance = gr.Slider(0.0, 5.0, value=1.0, step=0.1, interactive=False,
+                                     label="Emotion guidance (learned emotions only)",
+                                     info="classifier-free guidance: 1 = as trained, > 1 stronger, 0 = no label")
                 with gr.Accordion("Expressive controls (explicit edits)", open=False):
                     sliders = [gr.Slider(lo, min(hi, 2.0 if unit != "rad" else hi), value=getattr(NEUTRAL, name),
                                          step=0.01, label=f"{name.replace('_', ' ')}{' (rad)' if unit == 'rad' else ''}",
@@ -77,6 +80,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
         model.change(model_info, model, model_md, api_visibility="private")
         for trigger in (model.change, emotion.change):
             trigger(emotion_note, [model, emotion], emotion_md, api_visibility="private")
+            trigger(guidance_update, [model, emotion], guidance, api_visibility="private")
         for trigger in (emotion.change, intensity.change):
             trigger(studio.preset_controls, [emotion, intensity], sliders, api_visibility="private")
         variants.change(lambda v, t: 0.8 if v > 1 and t == 0 else t, [variants, temperature], temperature,
@@ -87,7 +91,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
         outputs = [status, grid, *cells, files, meta, previous]
         assert len(outputs) == N_OUTPUTS
         inputs = [speech, model, emotion, intensity, lock_rows, reference, use_previous, variants, seed, temperature,
-                  view, size, show_labels, renderer, previous, *sliders]
+                  view, size, show_labels, renderer, previous, *sliders, guidance]
         event = run.click(studio.generate, inputs, outputs, api_name="generate",
                           concurrency_limit=1, concurrency_id="worker")
         event_cmp = compare.click(studio.compare, inputs, outputs, api_name="compare_neutral",

@@ -89,6 +89,12 @@ def emotion_note(choice: str, emotion: str) -> str:
             "of emotion; this model learned no emotions). Fine-tune it in the sliders below.")
 
 
+def guidance_update(choice: str, emotion: str) -> dict:
+    """The guidance slider works only for an emotion the selected model learned; elsewhere it rests at 1."""
+    learned = bool(emotion) and emotion != "neutral" and emotion in model_emotions(choice)
+    return gr.update(interactive=True) if learned else gr.update(interactive=False, value=1.0)
+
+
 def model_info(choice: str) -> str:
     """Markdown telling which weights a choice loads, honestly."""
     if choice in (None, "", BUNDLED):
@@ -151,12 +157,13 @@ class Studio:
     def generate(self, speech, model, emotion, intensity, lock_rows, reference, use_previous, variants, seed,
                  temperature, view, size, show_labels, renderer, previous,
                  amplitude=1.0, tempo=1.0, spine_flexion=0.0, head_pitch=0.0, head_turn=0.0, shoulder_raise=0.0,
-                 fluidity=0.0, head_activity=1.0, face_intensity=1.0, jaw_open=0.0,
+                 fluidity=0.0, head_activity=1.0, face_intensity=1.0, jaw_open=0.0, guidance=1.0,
                  compare_neutral=False, progress=gr.Progress()):
         """Validate, run on the worker with progress, and return every output (a generator for Gradio).
 
         The explicit controls (amplitude ... jaw_open) are the advanced panel's sliders, which start at
         the selected emotion's preset; they are applied as an explicit edit of the generated motion.
+        ``guidance`` strengthens a learned emotion (classifier-free guidance; 1 = as trained).
         """
         if not speech:
             raise gr.Error("Please upload or record speech first.")
@@ -184,7 +191,8 @@ class Studio:
                                    variants=int(variants), temperature=float(temperature),
                                    locks=[str(l) for l in locks], view=view, size=int(size),
                                    show_labels=bool(show_labels), renderer=renderer, emotion=emotion,
-                                   intensity=float(intensity), style=overrides, compare_neutral=bool(compare_neutral))
+                                   intensity=float(intensity), style=overrides, compare_neutral=bool(compare_neutral),
+                                   guidance=1.0 if guidance is None else float(guidance))
             settings.validate()
         except (AudioError, MotionFileError, LockError, ValueError) as e:
             raise gr.Error(str(e)) from None
