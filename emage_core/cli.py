@@ -78,6 +78,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print(f"loading weights from {args.weights or 'the default source'} ...", file=sys.stderr)
     gen = EmageGenerator.from_pretrained(args.weights, revision=args.revision, device=args.device)
     learned, style = gen.plan_expression(args.emotion, args.intensity, overrides)
+    if args.speaker is not None and args.speaker not in gen.speakers:
+        raise SystemExit(f"error: --speaker {args.speaker!r}: the model learned "
+                         f"{', '.join(gen.speakers) or 'no speakers'}")
     if args.guidance != 1 and not learned:
         raise SystemExit(f"error: --guidance needs an --emotion the model learned (it knows: {', '.join(gen.emotions) or 'none'})")
     if args.emotion and args.emotion != "neutral":
@@ -90,7 +93,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
         clips = gen.generate(args.speech, seed=args.seed, variants=args.variants, temperature=args.temperature,
                              locks=locks, reference=reference, crossfade=args.crossfade, emotion=learned,
-                             style=style, progress=progress, guidance=args.guidance,
+                             style=style, progress=progress, guidance=args.guidance, speaker=args.speaker,
                              **({} if args.overlap is None else {"overlap": args.overlap}))
     for clip, path in zip(clips, _variant_paths(Path(args.output), len(clips))):
         write_beat2(clip, path)
@@ -134,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=1.0,
                    help="classifier-free guidance of a learned --emotion: 1 = as trained (default), 0 = no emotion, "
                         ">1 stronger (e.g. 2)")
+    p.add_argument("--speaker", default=None,
+                   help="a speaker the model learned (BEAT2 '{id}_{name}', e.g. 2_scott; `info` on the weights "
+                        "is not needed: a wrong name lists them); default: none / the single released speaker")
     p.add_argument("--style", action="append", default=[], metavar="KEY=VALUE",
                    help="explicit control, e.g. amplitude=1.3, tempo=0.8, head_pitch=0.1, fluidity=0.5 (repeatable)")
     p.set_defaults(func=cmd_generate)

@@ -284,3 +284,28 @@ def test_jobs_pass_guidance_to_the_learned_emotion_only(trained, labelled, tmp_p
                 tmp_path / "job2", generator_for=lambda source: gen)
     with pytest.raises(ValueError, match="guidance must be 0-5"):
         JobSettings(guidance=7.0).validate()
+
+
+def test_cli_generate_speaker(tmp_path):
+    """--speaker picks a learned speaker row (recorded in the side-car); a wrong name lists the known ones."""
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    audio_cfg, parts = make_configs("tiny", speaker_labels=["2_scott", "4_lawrence"], **SMALL)
+    torch.manual_seed(0)
+    ckpt = save_pretrained(EmageModels.from_configs(audio_cfg, parts), tmp_path / "spk", audio_cfg, parts)
+    wav = tmp_path / "s.wav"
+    t = np.arange(32000) / 16000
+    sf.write(wav, (0.3 * np.sin(2 * np.pi * 150 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32), 16000)
+    base = [sys.executable, "-m", "emage_core", "generate", str(wav), "--weights", str(ckpt), "--seed", "0"]
+    outs = {}
+    for who in ("2_scott", "4_lawrence"):
+        r = subprocess.run(base + ["-o", str(tmp_path / f"{who}.npz"), "--speaker", who], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert json.loads((tmp_path / f"{who}.json").read_text())["speaker"] == who
+        outs[who] = read_beat2(tmp_path / f"{who}.npz").poses
+    assert not np.allclose(outs["2_scott"], outs["4_lawrence"])  # different embedding rows
+    bad = subprocess.run(base + ["-o", str(tmp_path / "x.npz"), "--speaker", "9_nobody"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "2_scott, 4_lawrence" in bad.stderr and "Traceback" not in bad.stderr
