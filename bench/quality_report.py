@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--markdown", action="store_true", help="print the table in Markdown")
+    parser.add_argument("--overlap", type=int, default=None,
+                        help="frames crossfaded between windows (default: the pipeline's, 8; 0 = the reference's windows)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not (args.fixtures / f"{REAL}.npz").is_file():
@@ -72,14 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = [{**_row(f"{REAL} (real capture)", real, real_wav, normalizer), "kind": "real"}]
 
     gen = EmageGenerator.from_pretrained(args.weights, device="cpu")
+    opts = {} if args.overlap is None else {"overlap": args.overlap}
     t0 = time.time()
-    seen = gen.generate(real_wav, seed=args.seed)[0]
+    seen = gen.generate(real_wav, seed=args.seed, **opts)[0]
     rows.append({**_row(f"{REAL} (generated, seen speech)", seen, real_wav, normalizer), "kind": "seen"})
     wavs = {name: load_audio(args.fixtures / f"{name}.wav") for name in UNSEEN}
     for name, wav in wavs.items():
-        clip = gen.generate(wav, seed=args.seed)[0]
+        clip = gen.generate(wav, seed=args.seed, **opts)[0]
         rows.append({**_row(f"{name} (generated)", clip, wav, normalizer), "kind": "unseen"})
-    variants = gen.generate(wavs[UNSEEN[0]], seed=args.seed, variants=3, temperature=1.0)
+    variants = gen.generate(wavs[UNSEEN[0]], seed=args.seed, variants=3, temperature=1.0, **opts)
     diversity = metrics.l1_diversity(np.stack([joint_positions(v) for v in variants]))
     seconds = time.time() - t0
 
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             all(1 / JERK_GATE <= r["jerk"] / real_jerk <= JERK_GATE for r in unseen),
     }
 
-    print(f"checkpoint: {gen.model_id}")
+    print(f"checkpoint: {gen.model_id}; window overlap {seen.meta['window_overlap']} frames")
     if args.markdown:
         print("\n| clip | seconds | BC | jerk (m/s³) | jerk / real | jaw-envelope r |")
         print("| --- | ---: | ---: | ---: | ---: | ---: |")

@@ -27,6 +27,8 @@ __all__ = [
     "rot6d_to_axis_angle",
     "axis_angle_to_quaternion",
     "quaternion_to_axis_angle",
+    "quaternion_multiply",
+    "quaternion_conjugate",
     "quaternion_slerp",
 ]
 
@@ -148,6 +150,21 @@ def axis_angle_to_rot6d(aa: torch.Tensor) -> torch.Tensor:
 def rot6d_to_axis_angle(d6: torch.Tensor) -> torch.Tensor:
     """(..., 6) -> (..., 3) axis-angle."""
     return matrix_to_axis_angle(rot6d_to_matrix(d6))
+
+
+@_numpy_in_numpy_out
+def quaternion_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hamilton product a * b of (..., 4) quaternions (w, x, y, z), broadcasting: rotate by b, then by a."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                        aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], dim=-1)
+
+
+@_numpy_in_numpy_out
+def quaternion_conjugate(q: torch.Tensor) -> torch.Tensor:
+    """(..., 4) -> (..., 4) conjugate, the inverse of a unit quaternion."""
+    return q * q.new_tensor([1.0, -1.0, -1.0, -1.0])
 
 
 @_numpy_in_numpy_out

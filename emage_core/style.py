@@ -82,6 +82,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy.ndimage import distance_transform_edt, gaussian_filter1d
 
+from . import rotation
 from .kinematics import joint_positions
 from .locks import Lock, crossfade_weights, part_frame_masks, validate_locks
 from .motion import Motion
@@ -306,34 +307,11 @@ def parse_style(items: list[str] | tuple[str, ...] | str | None) -> StyleControl
     return replace(base, **numbers)
 
 
-# -- quaternion helpers (NumPy float64, (w, x, y, z)) ------------------------------------------------
-def _aa_to_q(aa: np.ndarray) -> np.ndarray:
-    """(..., 3) axis-angle -> (..., 4) unit quaternion."""
-    angle = np.linalg.norm(aa, axis=-1)
-    small = angle < 1e-8
-    k = np.where(small, 0.5 - angle * angle / 48, np.sin(angle / 2) / np.where(small, 1, angle))
-    return np.concatenate([np.cos(angle / 2)[..., None], aa * k[..., None]], axis=-1)
-
-
-def _q_to_aa(q: np.ndarray) -> np.ndarray:
-    """(..., 4) unit quaternion -> (..., 3) axis-angle, angle in [0, pi] (the short way)."""
-    q = np.where(q[..., :1] < 0, -q, q)
-    s = np.linalg.norm(q[..., 1:], axis=-1)
-    angle = 2 * np.arctan2(s, q[..., 0])
-    small = s < 1e-12
-    k = np.where(small, 2.0, angle / np.where(small, 1, s))
-    return q[..., 1:] * k[..., None]
-
-
-def _qmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    aw, ax, ay, az = np.moveaxis(a, -1, 0)
-    bw, bx, by, bz = np.moveaxis(b, -1, 0)
-    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
-                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], axis=-1)
-
-
-def _qconj(q: np.ndarray) -> np.ndarray:
-    return q * np.array([1.0, -1.0, -1.0, -1.0])
+# -- quaternion helpers (NumPy float64, (w, x, y, z); emage_core.rotation does the algebra) --------------
+_aa_to_q = rotation.axis_angle_to_quaternion
+_q_to_aa = rotation.quaternion_to_axis_angle
+_qmul = rotation.quaternion_multiply
+_qconj = rotation.quaternion_conjugate
 
 
 def _scale_about(q: np.ndarray, ref: np.ndarray, k) -> np.ndarray:

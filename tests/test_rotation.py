@@ -79,3 +79,14 @@ def test_slerp_endpoints_and_constant_speed(a, b, t):
     total = 2 * np.arccos(np.clip(np.abs((q0 * q1).sum(-1)), 0, 1))
     part = 2 * np.arccos(np.clip(np.abs((q0 * qt).sum(-1)), 0, 1))
     assert np.allclose(part, t * total, atol=1e-5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(aa_arrays, aa_arrays)
+def test_quaternion_product_composes_rotations(a, b):
+    qa, qb = R.axis_angle_to_quaternion(a), R.axis_angle_to_quaternion(b)
+    composed = R.quaternion_to_axis_angle(R.quaternion_multiply(qa, qb))
+    np.testing.assert_allclose(R.axis_angle_to_matrix(composed),
+                               R.axis_angle_to_matrix(a) @ R.axis_angle_to_matrix(b), atol=1e-9)
+    identity = R.quaternion_multiply(qa, R.quaternion_conjugate(qa))
+    np.testing.assert_allclose(identity, np.broadcast_to([1.0, 0, 0, 0], identity.shape), atol=1e-12)
