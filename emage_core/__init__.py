@@ -25,5 +25,5 @@ Importable without Gradio. The modules, one job each:
 """
 from .motion import Motion, MotionError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["Motion", "MotionError", "__version__"]

@@ -17,8 +17,11 @@ Differences from the reference (``EmageAudioModel.inference`` + ``EmageVQModel.d
   generated given as known motion, so the missing 4 + r frames continue the motion. Where
   the reference returns all T frames, the windows and outputs are the same as its own;
 - ``temperature > 0`` samples the upper, hands and lower codes (the reference always takes
-  the argmax, which is what ``temperature == 0`` does); the face always snaps its latent
-  to the nearest code;
+  the argmax, which is what ``temperature == 0`` does);
+- ``snap_face=False`` (the pipeline's default; `run` defaults to the reference) decodes the face
+  from its predicted latent as it is. The reference snaps it to the nearest code first, but the
+  face is trained by latent regression alone (``cf = 0``), so snapping only adds quantisation
+  error: on the bundled model the jaw follows the speech better without it;
 - the seeds are decoded from only the frames that can reach them through the decoders'
   receptive field, not from the whole window (same numbers, less work);
 - ``exact_audio_timing=True`` (off by default) fixes the reference's audio drift, see `run`;
@@ -263,6 +266,7 @@ def run(
     emotion: int | None = None,
     guidance: float = 1.0,
     overlap: int = 0,
+    snap_face: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Generate motion for 16 kHz mono speech ``audio`` (1, N) (or (N,)); T = N * 30 // 16000 >= 1.
 
@@ -287,6 +291,9 @@ def run(
     linearly over those frames before decoding, so one window's motion turns into the next
     one's instead of jumping where their codes disagree (see `plan_windows`). Costs about
     overlap / (60 - overlap) more windows. Reported codes there are the nearer window's.
+
+    ``snap_face`` (the reference): decode the face from the code nearest to its predicted latent;
+    False decodes the predicted latent itself (``face_index`` still names the nearest codes).
 
     Returns tensors on that device, batch 1:
       motion_axis_angle (1, T, 165), expression (1, T, 100), trans (1, T, 3),
@@ -370,6 +377,8 @@ def run(
                 for p in BODY_PARTS:
                     codes[p] = _choose(net[f"cls_{p}"], temperature, generator)
                 win_latent = {p: getattr(models, p).index_to_latent(codes[p]) for p in VQ_PARTS}
+                if not snap_face:
+                    win_latent["face"] = net["rec_face"]
 
                 # This window's frames overwrite from `own` on (the reference: from start + keep;
                 # the next window overwrites its share). With overlap, its given frames stay the

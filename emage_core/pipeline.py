@@ -146,6 +146,7 @@ class EmageGenerator:
         guidance: float = 1.0,
         speaker: str | None = None,
         overlap: int = DEFAULT_OVERLAP,
+        snap_face: bool = False,
     ) -> list[Motion]:
         """Speech -> ``variants`` motions of exactly ``floor(N * 30 / 16000)`` frames each.
 
@@ -163,6 +164,9 @@ class EmageGenerator:
         overlap: frames each 64-frame window shares with the previous one, crossfaded in code-latent
         space so the motion does not jump at window seams (every ~2 s); 0 = the reference's windows
         (bit-exact with the released implementation), at most window / 2 - seed frames (28). Default 8: about 15% more time.
+        snap_face: decode the face from the code nearest to the model's face latent, as the reference
+        does; the default decodes that latent as it is (smoother, the jaw follows speech better).
+        ``overlap=0, snap_face=True`` reproduces the released implementation exactly.
         style: explicit expressive controls applied to the generated motion (locked spans untouched);
         see `plan_expression` for turning an emotion name + intensity into both.
         """
@@ -207,7 +211,8 @@ class EmageGenerator:
             generator = torch.Generator(device="cpu").manual_seed(seed + k)
             out = run(self.models, torch.from_numpy(wav)[None], motion=given, mask=mask,
                       temperature=temperature, generator=generator, progress=report,
-                      emotion=emotion_index, guidance=guidance, speaker=speaker_index, overlap=int(overlap))
+                      emotion=emotion_index, guidance=guidance, speaker=speaker_index, overlap=int(overlap),
+                      snap_face=bool(snap_face))
             clip = Motion(poses=out["motion_axis_angle"][0].reshape(n_frames, N_JOINTS, 3).cpu().numpy(),
                           expressions=out["expression"][0].cpu().numpy(),
                           trans=out["trans"][0].cpu().numpy(), fps=FPS)
@@ -217,7 +222,7 @@ class EmageGenerator:
                 clip = apply_style(clip, style, locks=locks)
             clip.meta = clip.meta | self._meta(seed=seed + k, variant=k, temperature=temperature, locks=locks,
                                    crossfade=crossfade, audio_sha256=audio_sha256, emotion=emotion,
-                                   guidance=guidance, window_overlap=int(overlap),
+                                   guidance=guidance, window_overlap=int(overlap), snap_face=bool(snap_face),
                                    **({"speaker": speaker} if self.speakers else {}),
                                    expression={"learned": emotion, "explicit": clip.meta.get("style")},
                                    audio_seconds=wav.shape[0] / SAMPLE_RATE)

@@ -96,3 +96,19 @@ def test_generate_rejects_bad_overlap(gen, speech):
     for bad in (-1, 29, 2.5, True, "8"):
         with pytest.raises(ValueError, match="overlap must be"):
             gen.generate(speech[:16000], overlap=bad)
+
+
+def test_face_from_its_latent_changes_only_the_face(gen, speech):
+    """snap_face=False decodes the predicted face latent as it is: same body, a different face."""
+    from emage_core.skeleton import JAW
+
+    wav = speech[: 2 * 16000]  # 60 frames: one window, so the body cannot differ through seeds
+    snapped, free = (gen.generate(wav, seed=0, snap_face=s)[0] for s in (True, False))
+    assert snapped.meta["snap_face"] is True and free.meta["snap_face"] is False
+    body = [j for j in range(55) if j != JAW]
+    np.testing.assert_array_equal(snapped.poses[:, body], free.poses[:, body])
+    assert not np.allclose(snapped.expressions, free.expressions, atol=1e-3)
+    latent = run(gen.models, torch.from_numpy(wav), snap_face=False)["latent_rec_face"]
+    with torch.no_grad():
+        decoded = gen.models.face.decoder(latent)[0, :, 6:].numpy()  # the predicted latent, decoded as is
+    np.testing.assert_allclose(free.expressions, decoded, atol=1e-5)
