@@ -1,5 +1,9 @@
+import os
 import sys
 
-from .cli import main
+# Before torch loads OpenMP (see app.py): idle threads sleep instead of spinning on a shared machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .cli import main  # noqa: E402
 
 sys.exit(main())
