@@ -94,7 +94,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         clips = gen.generate(args.speech, seed=args.seed, variants=args.variants, temperature=args.temperature,
                              locks=locks, reference=reference, crossfade=args.crossfade, emotion=learned,
                              style=style, progress=progress, guidance=args.guidance, speaker=args.speaker,
-                             snap_face=args.snap_face, **({} if args.overlap is None else {"overlap": args.overlap}))
+                             snap_face=args.snap_face, exact_audio_timing=not args.reference_timing,
+                             **({} if args.overlap is None else {"overlap": args.overlap}))
     for clip, path in zip(clips, _variant_paths(Path(args.output), len(clips))):
         write_beat2(clip, path)
         print(f"wrote {path} ({clip.n_frames} frames, seed {clip.meta['seed']}) + {sidecar_path(path).name}")
@@ -124,10 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="0 = most likely codes, deterministic (default); > 0 samples body codes")
     p.add_argument("--overlap", type=int, default=None, metavar="FRAMES",
                    help="frames neighbouring 64-frame windows share, crossfaded so the motion does not jump at "
-                        "window seams (default 8; 0 = the reference's windows, bit-exact; at most 28)")
+                        "window seams (default 8; 0 = the reference's windows; at most 28)")
     p.add_argument("--snap-face", action="store_true",
                    help="decode the face from the nearest code, as the reference does (default: the predicted "
-                        "latent as it is); --overlap 0 --snap-face reproduces the released implementation")
+                        "latent as it is)")
+    p.add_argument("--reference-timing", action="store_true",
+                   help="start window f's audio at f * 533 samples as the reference does (it drifts 1/3 sample "
+                        "per frame: 40 ms after a minute); --overlap 0 --snap-face --reference-timing reproduces "
+                        "the released implementation")
     p.add_argument("--lock", action="append", default=[], metavar="PART:START-END",
                    help="keep a part of --reference over a span in seconds, e.g. upper:1.5-3; "
                         "parts: face, upper, hands, lower, global (repeatable)")

@@ -147,6 +147,7 @@ class EmageGenerator:
         speaker: str | None = None,
         overlap: int = DEFAULT_OVERLAP,
         snap_face: bool = False,
+        exact_audio_timing: bool = True,
     ) -> list[Motion]:
         """Speech -> ``variants`` motions of exactly ``floor(N * 30 / 16000)`` frames each.
 
@@ -162,11 +163,14 @@ class EmageGenerator:
         speaker: a speaker the model learned (see `speakers`); None = "no speaker" for such a model,
         the single speaker row of the released weights otherwise.
         overlap: frames each 64-frame window shares with the previous one, crossfaded in code-latent
-        space so the motion does not jump at window seams (every ~2 s); 0 = the reference's windows
-        (bit-exact with the released implementation), at most window / 2 - seed frames (28). Default 8: about 15% more time.
+        space so the motion does not jump at window seams (every ~2 s); 0 = the reference's windows;
+        at most window / 2 - seed frames (28). Default 8: about 15% more time.
         snap_face: decode the face from the code nearest to the model's face latent, as the reference
         does; the default decodes that latent as it is (smoother, the jaw follows speech better).
-        ``overlap=0, snap_face=True`` reproduces the released implementation exactly.
+        exact_audio_timing: start each window's audio at its frame's true time. The reference starts
+        window f's audio at f * 533 samples, 1/3 sample per frame early: 40 ms after a minute, 0.375 s
+        after ten, so late lips and beats follow earlier speech. False does as the reference.
+        ``overlap=0, snap_face=True, exact_audio_timing=False`` reproduces the released implementation.
         style: explicit expressive controls applied to the generated motion (locked spans untouched);
         see `plan_expression` for turning an emotion name + intensity into both.
         """
@@ -212,7 +216,7 @@ class EmageGenerator:
             out = run(self.models, torch.from_numpy(wav)[None], motion=given, mask=mask,
                       temperature=temperature, generator=generator, progress=report,
                       emotion=emotion_index, guidance=guidance, speaker=speaker_index, overlap=int(overlap),
-                      snap_face=bool(snap_face))
+                      snap_face=bool(snap_face), exact_audio_timing=bool(exact_audio_timing))
             clip = Motion(poses=out["motion_axis_angle"][0].reshape(n_frames, N_JOINTS, 3).cpu().numpy(),
                           expressions=out["expression"][0].cpu().numpy(),
                           trans=out["trans"][0].cpu().numpy(), fps=FPS)
@@ -223,6 +227,7 @@ class EmageGenerator:
             clip.meta = clip.meta | self._meta(seed=seed + k, variant=k, temperature=temperature, locks=locks,
                                    crossfade=crossfade, audio_sha256=audio_sha256, emotion=emotion,
                                    guidance=guidance, window_overlap=int(overlap), snap_face=bool(snap_face),
+                                   exact_audio_timing=bool(exact_audio_timing),
                                    **({"speaker": speaker} if self.speakers else {}),
                                    expression={"learned": emotion, "explicit": clip.meta.get("style")},
                                    audio_seconds=wav.shape[0] / SAMPLE_RATE)

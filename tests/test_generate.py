@@ -47,7 +47,7 @@ def _speech(seconds: float, seed: int = 0) -> np.ndarray:
 def test_matches_golden_outputs(gen, golden):
     """generate() at temperature 0 with the reference's windows and face decoding is the official pipeline's motion."""
     with np.load(golden / "inputs.npz") as x, np.load(golden / "outputs_b2p5s.npz") as ref:
-        clip = gen.generate(x["b2p5s"], overlap=0, snap_face=True)[0]
+        clip = gen.generate(x["b2p5s"], overlap=0, snap_face=True, exact_audio_timing=False)[0]
         assert clip.meta["window_overlap"] == 0 and clip.meta["snap_face"] is True
         assert clip.n_frames == 75
         np.testing.assert_allclose(clip.poses.reshape(75, 165), ref["motion_axis_angle"][0], atol=1e-4)

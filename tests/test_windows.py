@@ -112,3 +112,33 @@ def test_face_from_its_latent_changes_only_the_face(gen, speech):
     with torch.no_grad():
         decoded = gen.models.face.decoder(latent)[0, :, 6:].numpy()  # the predicted latent, decoded as is
     np.testing.assert_allclose(free.expressions, decoded, atol=1e-5)
+
+
+def test_cli_reference_decoding_flags(gen, tmp_path):
+    """--overlap 0 --snap-face --reference-timing give run()'s reference path; the defaults record theirs."""
+    import json
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from emage_core.beat2 import read_beat2
+
+    wav = load_audio(sorted(EXAMPLES.glob("*.wav"))[0])[: int(16000 * 4.5)]  # 135 frames: three windows
+    path = tmp_path / "s.wav"
+    sf.write(path, wav, 16000)
+    base = [sys.executable, "-m", "emage_core", "generate", str(path), "--seed", "0"]
+    r = subprocess.run(base + ["-o", str(tmp_path / "ref.npz"), "--overlap", "0", "--snap-face", "--reference-timing"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "ref.json").read_text())
+    assert (meta["window_overlap"], meta["snap_face"], meta["exact_audio_timing"]) == (0, True, False)
+    read_back = load_audio(path)  # what the CLI generated from
+    expected = run(gen.models, torch.from_numpy(read_back))["motion_axis_angle"][0]  # run()'s defaults: the reference
+    got = read_beat2(tmp_path / "ref.npz").poses.reshape(len(read_back) * 30 // 16000, 165)
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
+    r = subprocess.run(base + ["-o", str(tmp_path / "default.npz")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "default.json").read_text())
+    assert (meta["window_overlap"], meta["snap_face"], meta["exact_audio_timing"]) == (8, False, True)
+    assert not np.allclose(read_beat2(tmp_path / "default.npz").poses.reshape(-1, 165), got, atol=1e-3)
