@@ -6,6 +6,7 @@ the 2-core development machine.
 
     python bench/bench_generate.py                 # 10 s and 60 s of audio
     python bench/bench_generate.py --seconds 10 30 600 --repeats 3
+    python bench/bench_generate.py --overlap 0     # the reference's windows (default: the pipeline's 8)
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emage_core.inference import plan_windows, run  # noqa: E402
+from emage_core.inference import DEFAULT_OVERLAP, plan_windows, run  # noqa: E402
 from emage_core.model import EmageAudioConfig, EmageModels, VQConfig  # noqa: E402
 
 MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "reference" / "emage" / "manifest_official.json"
@@ -53,6 +54,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per length (the best is reported)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
+                    help=f"frames crossfaded between windows (default {DEFAULT_OVERLAP}, the pipeline's; 0 = the reference)")
     ap.add_argument("--manifest", type=Path, default=MANIFEST, help="manifest_official.json for the configs")
     args = ap.parse_args()
 
@@ -63,7 +66,8 @@ def main() -> None:
     models = build(args.manifest).to(args.device).eval()
     n_params = sum(p.numel() for m in models.as_dict().values() for p in m.parameters())
     print(f"models: {n_params / 1e6:.1f} M parameters, built in {time.perf_counter() - t0:.1f} s; "
-          f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+          f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"window overlap {args.overlap}")
     print(f"peak RSS after construction: {peak_rss_mb():.0f} MB")
 
     sr = models.audio.config.audio_sr
@@ -79,13 +83,13 @@ def main() -> None:
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             t = time.perf_counter()
-            out = run(models, audio)
+            out = run(models, audio, overlap=args.overlap)
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
         assert out["motion_axis_angle"].shape[1] == n_frames
         best = min(times)
-        rows.append((seconds, n_frames, len(plan_windows(max(n_frames, 9))), best, best / seconds, peak_rss_mb()))
+        rows.append((seconds, n_frames, len(plan_windows(max(n_frames, 9), overlap=args.overlap)), best, best / seconds, peak_rss_mb()))
 
     print()
     print(f"{'audio s':>8} {'frames':>7} {'windows':>8} {'wall s':>8} {'s per s':>8} {'peak RSS MB':>12}")
