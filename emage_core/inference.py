@@ -24,7 +24,7 @@ Differences from the reference (``EmageAudioModel.inference`` + ``EmageVQModel.d
   error: on the bundled model the jaw follows the speech better without it;
 - the seeds are decoded from only the frames that can reach them through the decoders'
   receptive field, not from the whole window (same numbers, less work);
-- ``exact_audio_timing=True`` (off by default) fixes the reference's audio drift, see `run`;
+- ``exact_audio_timing=True`` (off in `run`, on in the pipeline) fixes the reference's audio drift, see `run`;
 - ``overlap`` > 0 (off in `run`, 8 frames in the pipeline) makes windows share frames and
   crossfades their code latents there, so the motion does not jump at window seams: the
   reference's windows meet with no blending, and where their codes disagree the decoded motion
