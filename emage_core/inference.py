@@ -48,7 +48,8 @@ from . import rotation
 from .model import MOTION_DIM, TRANS_SLICE, VQ_PARTS, EmageModels
 from .skeleton import HANDS_JOINTS, JAW, LOWER_JOINTS, N_JOINTS, UPPER_JOINTS
 
-__all__ = ["EmageModels", "Window", "plan_windows", "default_motion", "decode_parts", "decode_latents", "global_translation", "run"]
+__all__ = ["EmageModels", "Window", "plan_windows", "default_motion", "decode_parts", "decode_latents", "global_translation", "max_overlap",
+           "run"]
 
 BODY_PARTS = ("upper", "hands", "lower")  # parts chosen from class logits (the face uses its latent)
 DEFAULT_OVERLAP = 8  # frames shared by neighbouring windows in the pipeline (run's default 0 = the reference)
@@ -74,6 +75,11 @@ class Window:
         return self.start + self.length
 
 
+def max_overlap(window: int = 64, seed: int = 4) -> int:
+    """Largest ``overlap`` `plan_windows` takes: beyond it crossfades of neighbouring seams would meet."""
+    return window // 2 - seed
+
+
 def plan_windows(n_frames: int, window: int = 64, seed: int = 4, overlap: int = 0) -> list[Window]:
     """Windows covering exactly ``n_frames`` (>= seed + 5) frames, the reference's where it has them.
 
@@ -85,11 +91,10 @@ def plan_windows(n_frames: int, window: int = 64, seed: int = 4, overlap: int = 
     ``overlap`` > 0 (ours): windows advance by window - seed - overlap frames, so after its seeds
     each window generates ``overlap`` frames that the previous one generated too (`run` crossfades
     them). A final window ends exactly at n_frames, given everything before the last ``overlap``
-    frames of the previous window. 0 <= overlap <= window // 2 - seed (so that crossfades of
-    neighbouring seams never meet).
+    frames of the previous window. 0 <= overlap <= `max_overlap`.
     """
-    if not 0 <= overlap <= window // 2 - seed:
-        raise ValueError(f"overlap must be 0..{window // 2 - seed} frames, got {overlap}")
+    if not 0 <= overlap <= max_overlap(window, seed):
+        raise ValueError(f"overlap must be 0..{max_overlap(window, seed)} frames, got {overlap}")
     if n_frames < seed + 5:
         raise ValueError(f"need at least {seed + 5} frames, got {n_frames}")
     hop = window - seed - overlap

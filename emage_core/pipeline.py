@@ -22,7 +22,7 @@ import torch
 
 from . import __version__, hub
 from .audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, load_audio
-from .inference import DEFAULT_OVERLAP, default_motion, run
+from .inference import DEFAULT_OVERLAP, default_motion, max_overlap, run
 from .locks import DEFAULT_CROSSFADE, Lock, apply_locks, part_frame_masks, validate_locks
 from .model import MOTION_DIM, TRANS_SLICE, EmageModels
 from .motion import Motion
@@ -185,9 +185,9 @@ class EmageGenerator:
             raise ValueError(f"this model has no learned speaker {speaker!r} (it knows: "
                              f"{', '.join(self.speakers) or 'none'})")
         cfg = self.models.audio.config
-        max_overlap = cfg.pose_length // 2 - cfg.seed_frames
-        if isinstance(overlap, bool) or not (isinstance(overlap, (int, np.integer)) and 0 <= overlap <= max_overlap):
-            raise ValueError(f"overlap must be a whole number of frames 0..{max_overlap}, got {overlap!r}")
+        most = max_overlap(cfg.pose_length, cfg.seed_frames)
+        if isinstance(overlap, bool) or not (isinstance(overlap, (int, np.integer)) and 0 <= overlap <= most):
+            raise ValueError(f"overlap must be a whole number of frames 0..{most}, got {overlap!r}")
         emotion_index = self.emotions.index(emotion) if emotion is not None else None
         speaker_index = self.speakers.index(speaker) if speaker is not None else (cfg.null_speaker or 0)
         if variants < 1:

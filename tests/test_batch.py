@@ -359,9 +359,6 @@ def test_ray_backend_gives_the_same_motions(first_run, study_dir, tmp_path):
 
 def test_manifest_overlap_default_is_the_pipelines():
     from emage_core.batch import manifest
-    from emage_core.inference import DEFAULT_OVERLAP, plan_windows
+    from emage_core.inference import DEFAULT_OVERLAP, max_overlap
 
-    assert manifest.DEFAULT_OVERLAP == DEFAULT_OVERLAP
-    plan_windows(100, overlap=manifest.MAX_OVERLAP)
-    with pytest.raises(ValueError):
-        plan_windows(100, overlap=manifest.MAX_OVERLAP + 1)
+    assert manifest.DEFAULT_OVERLAP == DEFAULT_OVERLAP and manifest.MAX_OVERLAP == max_overlap()
