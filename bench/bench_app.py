@@ -1,6 +1,6 @@
 """Time from "Generate" to the first video, as the app runs a request (worker process + job).
 
-    python bench/bench_app.py [--speech examples/speech/story.wav] [--size 384] [--renderer mesh]
+    python bench/bench_app.py [--speech emage_core/assets/speech/story.wav] [--size 384] [--renderer mesh]
 
 Prints the seconds from submitting the request to the finished video (model load included on the
 first request, as a user meets it after start-up), and a second request with the model loaded.
@@ -9,21 +9,20 @@ Target on the 2-core development CPU: 10 s of speech -> first video in at most 2
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emage_core.audio import load_audio  # noqa: E402
-from emage_core.jobs import JobSettings  # noqa: E402
-from emage_core.worker import GenerationWorker, JobRequest  # noqa: E402
+from emage_core.assets import EXAMPLE_SPEECH
+from emage_core.audio import load_audio
+from emage_core.jobs import JobSettings
+from emage_core.worker import GenerationWorker, JobRequest
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--speech", default=str(Path(__file__).resolve().parents[1] / "examples/speech/story.wav"))
+    ap.add_argument("--speech", default=str(EXAMPLE_SPEECH / "story.wav"))
     ap.add_argument("--size", type=int, default=384)
     ap.add_argument("--renderer", default="mesh", choices=["mesh", "stick"])
     args = ap.parse_args()

@@ -13,16 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emage_core.inference import DEFAULT_OVERLAP, plan_windows, run  # noqa: E402
-from emage_core.model import EmageAudioConfig, EmageModels, VQConfig  # noqa: E402
+from emage_core.inference import DEFAULT_OVERLAP, plan_windows, run
+from emage_core.model import EmageAudioConfig, EmageModels, VQConfig
 
 MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "reference" / "emage" / "manifest_official.json"
 

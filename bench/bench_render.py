@@ -35,18 +35,16 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emage_core import Motion  # noqa: E402
-from emage_core import render  # noqa: E402
-from emage_core.video import VideoWriter  # noqa: E402
+from emage_core import Motion
+from emage_core import render
+from emage_core.video import VideoWriter
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "beat2"
 SAMPLE = FIXTURES / "2_scott_0_1_1.npz"

@@ -10,18 +10,16 @@ applies it to every variant).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from emage_core.beat2 import read_beat2  # noqa: E402
-from emage_core.motion import Motion  # noqa: E402
-from emage_core.style import StyleControls, apply_style  # noqa: E402
+from emage_core.beat2 import read_beat2
+from emage_core.motion import Motion
+from emage_core.style import StyleControls, apply_style
 
 SAMPLE = REPO.parent / "shared" / "fixtures" / "beat2" / "2_scott_0_1_1.npz"
 ALL = StyleControls(amplitude=1.3, tempo=1.2, spine_flexion=0.1, head_pitch=0.1, head_turn=0.05,

@@ -27,13 +27,12 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from emage_core import metrics  # noqa: E402
-from emage_core.audio import load_audio  # noqa: E402
-from emage_core.beat2 import read_beat2  # noqa: E402
-from emage_core.kinematics import joint_positions  # noqa: E402
-from emage_core.pipeline import EmageGenerator  # noqa: E402
+from emage_core import metrics
+from emage_core.audio import load_audio
+from emage_core.beat2 import read_beat2
+from emage_core.kinematics import joint_positions
+from emage_core.pipeline import EmageGenerator
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "beat2"
 REAL = "2_scott_0_1_1"

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from . import rotation
+from .assets import ANNY_BODY
 from .skeleton import N_JOINTS, PARENTS
 
 #: The baked free body every runtime module reads (made by ``scripts/bake_body.py``).
-BODY_ASSET = Path(__file__).resolve().parent / "assets" / "anny_body.npz"
+BODY_ASSET = ANNY_BODY
 
 __all__ = ["BODY_ASSET", "forward_kinematics", "rest_skeleton", "joint_positions"]
 

@@ -38,7 +38,7 @@ from .video import Progress, VideoWriter  # noqa: E402
 
 __all__ = [
     "VIEWS", "RenderError", "Camera", "fit_camera", "clip_camera", "view_region",
-    "MeshRenderer", "close_renderer", "egl_unavailable_reason", "gl_renderer_name",
+    "MeshRenderer", "close_renderer", "egl_library_missing", "egl_unavailable_reason", "gl_renderer_name",
     "GridResult", "grid_shape", "compose_grid", "draw_label", "label_box",
     "motion_frames", "render_motion", "render_grid",
 ]
@@ -217,6 +217,23 @@ def gl_renderer_name() -> str:
     with _current(16, 16, 0):
         name = GL.glGetString(GL.GL_RENDERER)
     return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def egl_library_missing() -> str | None:
+    """None if the system's EGL library (libEGL, Debian's libegl1) loads, else why not.
+
+    Tells "this machine has no EGL" apart from an error of our own rendering code, which a
+    missing-library skip must never hide.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("EGL") or "libEGL.so.1"
+    try:
+        ctypes.CDLL(name)
+    except OSError as exc:
+        return f"the EGL library cannot be loaded ({exc}); install libegl1 libegl-mesa0 libgl1-mesa-dri"
+    return None
 
 
 def egl_unavailable_reason() -> str | None:

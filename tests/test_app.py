@@ -241,6 +241,17 @@ def app_url(tmp_path_factory):
         proc.kill()
 
 
+def test_api_generate_with_the_speech_alone(app_url, tmp_path):
+    """Every parameter but the speech has a default, the reference motion included."""
+    from gradio_client import Client, handle_file
+
+    client = Client(app_url, verbose=False)
+    result = client.predict(speech=handle_file(str(_speech(tmp_path / "only.wav", 1.0))), api_name="/generate")
+    status, grid = result[0], result[1]
+    video = grid["video"] if isinstance(grid, dict) else grid
+    assert status.startswith("Done") and Path(video).stat().st_size > 0
+
+
 def test_api_generate_with_gradio_client_concurrently(app_url, tmp_path):
     from gradio_client import Client, handle_file
 

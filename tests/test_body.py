@@ -1,9 +1,7 @@
 """The baked free body: the asset, posing, parity with the live Anny model, optional SMPL-X."""
-import importlib.util
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +36,9 @@ def test_asset_is_small_plain_and_records_its_origin():
     assert (REPO / "emage_core" / "assets" / "README.md").is_file()
 
 
-def test_loading_is_fast_and_cached():
-    t0 = time.perf_counter()
-    fresh = Body._from_npz(str(BODY_ASSET))  # bypasses the cache
-    assert time.perf_counter() - t0 < 0.5
-    assert Body.load(BODY_ASSET) is Body.load(BODY_ASSET)
+def test_loading_is_cached():
+    fresh = Body._from_npz(str(BODY_ASSET))  # bypasses the cache (load time: bench/bench_body.py)
+    assert Body.load(BODY_ASSET) is Body.load(BODY_ASSET) and fresh is not Body.load(BODY_ASSET)
     assert fresh.name == "anny" and "13718 vertices" in repr(fresh)
 
 
@@ -111,17 +107,6 @@ def test_jaw_opens_the_mouth_and_eyes_move_nothing(body):
     np.testing.assert_array_equal(body.vertices(eyes, np.zeros((1, 3)))[0], body.vertices(z, np.zeros((1, 3)))[0])
 
 
-def test_posing_speed(body):
-    p = np.random.default_rng(2).normal(0, 0.4, (200, 55, 3)).astype(np.float32)
-    body.vertices(p[:8], np.zeros((8, 3)))
-    best = float("inf")
-    for _ in range(2):
-        t0 = time.perf_counter()
-        body.vertices(p, np.zeros((200, 3)))
-        best = min(best, time.perf_counter() - t0)
-    assert best / 200 < 5e-3, f"{best / 200 * 1e3:.2f} ms per frame"
-
-
 def test_bad_inputs_are_refused(body, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="poses"):
         body.vertices(np.zeros((2, 54, 3)), np.zeros((2, 3)))
@@ -165,8 +150,6 @@ def _anny_cache_is_warm() -> bool:
     return any(Path(get_anny_cache_path()).glob("v*/build_compact_model_data_*.safetensors"))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("anny") is None,
-                    reason="needs the anny package (pip install anny) to compare the baked body with the live model")
 def _bake_script():
     """scripts/bake_body.py as a module (it is a script, not part of the package)."""
     import importlib.util
@@ -180,10 +163,11 @@ def _bake_script():
 def test_matches_live_anny_within_a_tenth_of_a_millimetre(body):
     import torch
 
-    import anny
-
+    anny = pytest.importorskip("anny", reason="optional: needs the anny package (pip install anny==0.6.2) to "
+                               "compare the baked body with the live model; without it only the "
+                               "stored zero-pose output is compared")
     if not _anny_cache_is_warm():
-        pytest.skip("Anny's model cache is cold: building it takes about a minute and 2.5 GB, once; "
+        pytest.skip("optional: Anny's model cache is cold: building it takes about a minute and 2.5 GB, once; "
                     "run `python scripts/bake_body.py` (it warms the cache) and rerun")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # torch and warp contend for cores otherwise

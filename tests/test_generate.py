@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +13,11 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file, save_file
 
+from conftest import EMAGE_REF, need
+from parity import assert_axis_angle_matches
 from emage_core import Motion
 from emage_core.beat2 import read_beat2, write_beat2
-from emage_core.hub import WeightsError
+from emage_core.hub import BUNDLED_CHECKPOINT, WeightsError
 from emage_core.locks import Lock, LockError
 from emage_core.pipeline import EmageGenerator, masked_motion
 from emage_core.rotation import axis_angle_to_matrix
@@ -22,17 +25,20 @@ from emage_core.skeleton import PARTS
 
 
 @pytest.fixture(scope="module")
-def golden(request):
-    from conftest import EMAGE_REF
-
-    if not (EMAGE_REF / "golden").is_dir():
-        pytest.skip(f"needs the reference checkpoint in {EMAGE_REF / 'golden'}; absent here")
-    return EMAGE_REF / "golden"
+def golden() -> Path:
+    """The reference's small random-weight checkpoint with its golden outputs (shared data)."""
+    return need(EMAGE_REF / "golden")
 
 
 @pytest.fixture(scope="module")
-def gen(golden) -> EmageGenerator:
-    return EmageGenerator.from_pretrained(golden, device="cpu")
+def checkpoint() -> Path:
+    """The bundled default: always in the package, so these tests run without the shared data."""
+    return BUNDLED_CHECKPOINT
+
+
+@pytest.fixture(scope="module")
+def gen(checkpoint) -> EmageGenerator:
+    return EmageGenerator.from_pretrained(checkpoint, device="cpu")
 
 
 def _speech(seconds: float, seed: int = 0) -> np.ndarray:
@@ -44,13 +50,14 @@ def _speech(seconds: float, seed: int = 0) -> np.ndarray:
     return (0.3 * env * np.sin(2 * np.pi * 160 * t) + 0.02 * rng.normal(size=n)).astype(np.float32)
 
 
-def test_matches_golden_outputs(gen, golden):
+def test_matches_golden_outputs(golden):
     """generate() at temperature 0 with the reference's windows and face decoding is the official pipeline's motion."""
+    gen = EmageGenerator.from_pretrained(golden, device="cpu")
     with np.load(golden / "inputs.npz") as x, np.load(golden / "outputs_b2p5s.npz") as ref:
         clip = gen.generate(x["b2p5s"], overlap=0, snap_face=True, exact_audio_timing=False)[0]
         assert clip.meta["window_overlap"] == 0 and clip.meta["snap_face"] is True
         assert clip.n_frames == 75
-        np.testing.assert_allclose(clip.poses.reshape(75, 165), ref["motion_axis_angle"][0], atol=1e-4)
+        assert_axis_angle_matches(clip.poses, ref["motion_axis_angle"][0])
         np.testing.assert_allclose(clip.expressions, ref["expression"][0], atol=1e-4)
         np.testing.assert_allclose(clip.trans, ref["trans"][0], atol=1e-4)
 
@@ -86,12 +93,12 @@ def test_seeds_and_variants(gen):
     assert gen.generate(wav, variants=1, temperature=1.0)[0].meta["seed"] >= 0  # a random seed is recorded
 
 
-def test_meta_records_provenance(gen, golden):
+def test_meta_records_provenance(gen, checkpoint):
     meta = gen.generate(_speech(1.0), seed=3)[0].meta
     import hashlib
 
     assert meta["weights"]["files"]["model.safetensors"] == hashlib.sha256(
-        (golden / "model.safetensors").read_bytes()).hexdigest()
+        (checkpoint / "model.safetensors").read_bytes()).hexdigest()
     assert meta["seed"] == 3 and meta["temperature"] == 0.0 and meta["audio_seconds"] == 1.0
     assert len(meta["audio_sha256"]) == 64 and meta["versions"]["torch"] == torch.__version__
 
@@ -156,9 +163,9 @@ def test_progress_is_reported_per_window(gen):
     assert len(seen) == 2 * 3 and "variant 2/2" in seen[-1][1]  # 150 frames: 3 windows per variant
 
 
-def test_weights_that_do_not_fit_fail_clearly(golden, tmp_path):
+def test_weights_that_do_not_fit_fail_clearly(checkpoint, tmp_path):
     ckpt = tmp_path / "ckpt"
-    shutil.copytree(golden, ckpt, ignore=shutil.ignore_patterns("*.npz", "golden_summary.json"))
+    shutil.copytree(checkpoint, ckpt, ignore=shutil.ignore_patterns("*.npz", "golden_summary.json"))
     sd = load_file(ckpt / "emage_vq" / "hands" / "model.safetensors")
     sd.pop(next(iter(sd)))
     save_file(sd, ckpt / "emage_vq" / "hands" / "model.safetensors")
@@ -166,13 +173,13 @@ def test_weights_that_do_not_fit_fail_clearly(golden, tmp_path):
         EmageGenerator.from_pretrained(ckpt)
 
 
-def test_cli_generate_writes_variants_and_sidecars(golden, tmp_path):
+def test_cli_generate_writes_variants_and_sidecars(checkpoint, tmp_path):
     wav = tmp_path / "speech.flac"
     sf.write(wav, _speech(2.0), 16000)
     ref = write_beat2(_reference(60), tmp_path / "ref.npz")
     out = tmp_path / "out" / "clip.npz"
     r = subprocess.run([sys.executable, "-m", "emage_core", "generate", str(wav), "-o", str(out),
-                        "--weights", str(golden), "--seed", "11", "--variants", "2", "--temperature", "0.8",
+                        "--weights", str(checkpoint), "--seed", "11", "--variants", "2", "--temperature", "0.8",
                         "--lock", "upper:0.5-1", "--reference", str(ref), "--crossfade", "0.1"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -180,7 +187,7 @@ def test_cli_generate_writes_variants_and_sidecars(golden, tmp_path):
         m = read_beat2(tmp_path / "out" / f"clip_{k}.npz")
         meta = json.loads((tmp_path / "out" / f"clip_{k}.json").read_text())
         assert m.n_frames == 60 and meta["seed"] == seed and meta["locks"] == ["upper:0.5-1"]
-        assert meta["crossfade"] == 0.1 and meta["model_id"] == str(golden)
+        assert meta["crossfade"] == 0.1 and meta["model_id"] == str(checkpoint)
     bad = subprocess.run([sys.executable, "-m", "emage_core", "generate", str(wav), "-o", str(out),
-                          "--weights", str(golden), "--lock", "upper:0.5-1"], capture_output=True, text=True)
+                          "--weights", str(checkpoint), "--lock", "upper:0.5-1"], capture_output=True, text=True)
     assert bad.returncode != 0 and "--reference" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,4 +1,5 @@
 """The product card: files that must exist and agree with each other."""
+import os
 import re
 import subprocess
 import sys
@@ -57,3 +58,48 @@ def test_app_starts_and_serves(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_space_and_install_script_share_one_package_list():
+    """A Space installs packages.txt; scripts/install.sh reads the same file, so they cannot drift."""
+    packages = [l.strip() for l in (REPO / "packages.txt").read_text().splitlines()
+                if l.strip() and not l.startswith("#")]
+    assert {"libegl1", "libegl-mesa0", "libgl1-mesa-dri"} <= set(packages)  # the EGL renderer's Mesa
+    install = (REPO / "scripts" / "install.sh").read_text()
+    assert "packages.txt" in install and not any(p in install for p in packages), "install.sh lists packages itself"
+
+
+def test_publish_space_dry_run_lists_the_space_and_uploads_nothing(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "scripts/publish_space.py", "--repo-id", "someone/emage-studio",
+                        "--dry-run"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    listed = {line.split()[1] for line in r.stdout.splitlines() if line.strip()[:1].isdigit() and "  " in line}
+    for needed in ("app.py", "requirements.txt", "packages.txt", "README.md",
+                   "emage_core/checkpoints/emage_studio_default/model.safetensors", "emage_core/assets/anny_body.npz"):
+        assert needed in listed, needed
+    assert not any(p.startswith(("tests/", "bench/", ".venv/", ".ci/")) for p in listed)
+    big = [l for l in r.stdout.splitlines() if "model.safetensors" in l and "emage_vq" not in l][0]
+    assert "LFS" in big  # the 22 MB checkpoint: upload_folder sends it through LFS
+    assert "dry run: nothing uploaded" in r.stdout
+    bad = subprocess.run([sys.executable, "scripts/publish_space.py", "--repo-id", "not a repo", "--dry-run"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not a valid repo id" in bad.stderr
+
+
+def test_pip_install_builds_a_package_with_its_data(tmp_path):
+    """`pip install .` ships the bundled checkpoint, the baked body and the example speech."""
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                        str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    import zipfile
+
+    (wheel,) = tmp_path.glob("emage_studio-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in ("emage_core/checkpoints/emage_studio_default/config.json",
+                   "emage_core/checkpoints/emage_studio_default/model.safetensors",
+                   "emage_core/checkpoints/emage_studio_default/emage_vq/hands/model.safetensors",
+                   "emage_core/assets/anny_body.npz", "emage_core/assets/speech/hello.wav",
+                   "emage_core/batch/__init__.py"):
+        assert needed in names, needed
+    assert not any(n.startswith(("tests/", "ui/", "bench/")) for n in names)

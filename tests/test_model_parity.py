@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from emage_core.inference import plan_windows, run
 from emage_core.model import EmageAudioConfig, EmageModels, VQConfig
+from parity import assert_axis_angle_matches, assert_rot6d_motion_matches
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "emage"
 GOLDEN = REF / "golden"
@@ -131,6 +132,10 @@ def test_run_matches_golden(golden_models, inputs, name):
         assert got.shape == want.shape, k
         if want.dtype.kind == "i":
             np.testing.assert_array_equal(got, want, err_msg=k)
+        elif k == "motion_axis_angle":
+            assert_axis_angle_matches(got, want)
+        elif k == "all_motion4inference":
+            assert_rot6d_motion_matches(got, want)
         else:
             np.testing.assert_allclose(got, want, atol=ATOL, rtol=0, err_msg=k)
     np.testing.assert_array_equal(out["face_index"].numpy(), ref["face_index_from_latent"])
@@ -143,7 +148,9 @@ def test_chunked_decode_matches_golden(golden_models, inputs, monkeypatch):
     monkeypatch.setattr(inference, "DECODE_CHUNK", 16)
     out = run(golden_models, torch.from_numpy(inputs["b2p5s"])[None])
     with np.load(GOLDEN / "outputs_b2p5s.npz") as z:
-        for k in ("motion_axis_angle", "all_motion4inference", "expression", "trans"):
+        assert_axis_angle_matches(out["motion_axis_angle"].numpy(), z["motion_axis_angle"])
+        assert_rot6d_motion_matches(out["all_motion4inference"].numpy(), z["all_motion4inference"])
+        for k in ("expression", "trans"):
             np.testing.assert_allclose(out[k].numpy(), z[k], atol=ATOL, rtol=0, err_msg=k)
 
 
@@ -240,7 +247,7 @@ def test_temperature_sampling(golden_models, inputs):
         assert np.array_equal(d["upper_index"].numpy(), z["upper_index"])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="optional: needs a CUDA GPU (none here)")
 def test_cuda_matches_cpu(golden_models, inputs):
     audio = torch.from_numpy(inputs["b2p5s"])[None]
     cpu = run(golden_models, audio)

@@ -1,13 +1,12 @@
 """Rendering: mp4 encoding, framing, the mesh renderer, grids and labels, stick preview, CLI.
 
 Small on purpose (64-128 px, 10-20 frames). Tests that draw the mesh need offscreen OpenGL (EGL);
-they skip, naming the reason, where it cannot start (CI installs the Debian packages, so it runs
-there).
+they skip, naming the reason, only where the EGL library is absent (CI installs the Debian packages,
+and under its strict switch a skip is a failure).
 """
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import pytest
@@ -29,9 +28,12 @@ JAW = 22  # SMPL-X joint: opening the mouth is a rotation about +x
 
 @pytest.fixture(scope="module")
 def gl():
+    """Skips only where the machine has no EGL; any other failure to render is a test failure."""
+    missing = render.egl_library_missing()
+    if missing:
+        pytest.skip(f"offscreen OpenGL unavailable here: {missing}")
     reason = render.egl_unavailable_reason()
-    if reason:
-        pytest.skip(f"offscreen OpenGL unavailable here: {reason}")
+    assert reason is None, f"EGL is installed but our renderer could not start: {reason}"
 
 
 @pytest.fixture(scope="module")
@@ -391,10 +393,6 @@ def test_stick_preview_draws_every_limb_fast():
     for c, p in STICK_BONES:
         x, y = np.round(r.to_pixels((joints[0, c] + joints[0, p]) / 2)).astype(int)
         assert (np.abs(img[y - 1:y + 2, x - 1:x + 2].astype(int) - bg).max(-1) > 30).any(), (c, p)
-    t = time.perf_counter()
-    for _ in range(100):
-        r.render_frame(joints[0])
-    assert 100 / (time.perf_counter() - t) > 200, "stick preview slower than 200 fps at 256x256"
 
 
 # ---------------------------------------------------------------------------- command line

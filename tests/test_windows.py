@@ -14,7 +14,7 @@ from emage_core.kinematics import joint_positions
 from emage_core.motion import Motion
 from emage_core.pipeline import EmageGenerator
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "speech"
+from emage_core.assets import EXAMPLE_SPEECH as EXAMPLES
 
 
 def _coverage(plan, n: int) -> None:

@@ -6,13 +6,13 @@ from pathlib import Path
 import gradio as gr
 
 from emage_core import __version__
+from emage_core.assets import example_speech
 from emage_core.jobs import MAX_VARIANTS, RENDERERS, VIEWS
 from emage_core.skeleton import PART_NAMES
 from emage_core.style import CONTROL_RANGES, EMOTIONS, NEUTRAL
 
 from .studio import N_OUTPUTS, Studio, default_choice, emotion_note, guidance_update, model_choices, model_info
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "speech"
 
 
 def build_demo(studio: Studio) -> gr.Blocks:
@@ -27,7 +27,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
             with gr.Column(scale=1):
                 speech = gr.Audio(label="Speech (upload or record)", sources=["upload", "microphone"],
                                   type="filepath")
-                examples = sorted(EXAMPLES.glob("*.wav")) if EXAMPLES.is_dir() else []
+                examples = example_speech()
                 if examples:
                     gr.Examples([[str(p)] for p in examples], inputs=[speech], label="Example speech")
                 choices = model_choices()

@@ -154,8 +154,9 @@ class Studio:
             note = f"Beyond the end of the speech ({duration:.2f} s): {', '.join(over)}"
         return np.asarray(draw_timeline(locks, duration, wav)), note
 
-    def generate(self, speech, model, emotion, intensity, lock_rows, reference, use_previous, variants, seed,
-                 temperature, view, size, show_labels, renderer, previous,
+    def generate(self, speech=None, model=None, emotion="neutral", intensity=1.0, lock_rows=None, reference=None,
+                 use_previous=False, variants=1, seed=1, temperature=0.0, view="full", size=384, show_labels=True,
+                 renderer="mesh", previous=None,
                  amplitude=1.0, tempo=1.0, spine_flexion=0.0, head_pitch=0.0, head_turn=0.0, shoulder_raise=0.0,
                  fluidity=0.0, head_activity=1.0, face_intensity=1.0, jaw_open=0.0, guidance=1.0,
                  compare_neutral=False, progress=gr.Progress()):
@@ -187,7 +188,7 @@ class Studio:
             # only what differs from the preset is an override; the preset itself stays named in the metadata
             base = preset(emotion, float(intensity)).values()
             overrides = {k: float(v) for k, v in controls.items() if v is not None and abs(float(v) - base[k]) > 1e-9}
-            settings = JobSettings(model=model_source(model), seed=None if seed is None or seed < 0 else int(seed),
+            settings = JobSettings(model=model_source(model or default_choice()), seed=None if seed is None or seed < 0 else int(seed),
                                    variants=int(variants), temperature=float(temperature),
                                    locks=[str(l) for l in locks], view=view, size=int(size),
                                    show_labels=bool(show_labels), renderer=renderer, emotion=emotion,
