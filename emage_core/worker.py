@@ -1,6 +1,7 @@
 """The generation worker: one process that loads models once, owns the GPU, and runs jobs one at a time.
 
-The app talks to it through `GenerationWorker.submit`, which yields progress events and the result.
+The app talks to it through `GenerationWorker.submit`, which queues a job and returns its `JobHandle`;
+iterating the handle yields progress events and then one final event.
 Why a separate process: a CUDA out-of-memory error, a segfault in a native library or a runaway job
 must fail only that request; the web server keeps serving and the worker is restarted.
 
@@ -8,21 +9,34 @@ must fail only that request; the web server keeps serving and the worker is rest
     for event in worker.submit(JobRequest(...)):
         if event.kind == "progress": print(event.fraction, event.message)
     # the last event is "done" (event.result: JobResult), "error" (event.message) or "cancelled"
+
+Guarantees, all enforced by a dispatcher thread in the parent:
+- the process is checked (and restarted) before each job is handed to it, so a crash while idle
+  costs no request;
+- a job whose process sends nothing (no progress, no heartbeat) for ``watchdog_s`` fails, and the
+  process is replaced (a frozen or stopped process);
+- a job running longer than ``max_job_s`` fails, and the process is replaced;
+- cancelling (``handle.cancel()``, or closing the handle's iteration) takes effect within
+  ``cancel_grace_s``: a job that does not stop by then is ended by replacing the process.
 """
 from __future__ import annotations
 
+import collections
+import logging
 import multiprocessing as mp
 import queue
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from .jobs import JobSettings
 
-# How long a quiet worker may take before the parent checks that it is still alive.
-_POLL_S = 0.5
+logger = logging.getLogger(__name__)
+
+_POLL_S = 0.2
+_HEARTBEAT_S = 1.0  # the child says it is alive this often while a job runs
 # Models kept loaded at once (the default plus one other is the common case).
 _MAX_LOADED_MODELS = 2
 
@@ -38,7 +52,7 @@ class JobRequest:
 
 @dataclass
 class Event:
-    kind: str  # "progress" | "done" | "error" | "cancelled"
+    kind: str  # "progress" | "done" | "error" | "cancelled" (and "heartbeat", never passed on)
     job_id: str
     fraction: float = 0.0
     message: str = ""
@@ -49,22 +63,35 @@ class Cancelled(Exception):
     pass
 
 
+class QueueFull(RuntimeError):
+    """The worker already has as many jobs waiting as it accepts."""
+
+
 def _worker_main(inbox: mp.Queue, events: mp.Queue, cancel: mp.Event, device: str | None) -> None:
-    """The child process: load models on demand, run jobs, report events."""
+    """The child process: load models on demand, run jobs, report events (and heartbeats while busy)."""
     import torch
 
-    from .jobs import run_job
+    from .jobs import resolve_model, run_job
     from .pipeline import EmageGenerator
 
     loaded: dict[str | None, EmageGenerator] = {}
 
-    def generator_for(source: str | None) -> EmageGenerator:
-        if source not in loaded:
+    def generator_for(model: str | None) -> EmageGenerator:
+        if model not in loaded:
             while len(loaded) >= _MAX_LOADED_MODELS:
                 loaded.pop(next(iter(loaded)))  # drop the oldest
-            loaded[source] = EmageGenerator.from_pretrained(source, device=device)
-        return loaded[source]
+            loaded[model] = EmageGenerator.from_pretrained(resolve_model(model), device=device)
+        return loaded[model]
 
+    busy: list[str] = []  # the running job's id, for the heartbeat thread
+
+    def heartbeat() -> None:
+        while True:
+            time.sleep(_HEARTBEAT_S)
+            if busy:
+                events.put(Event("heartbeat", busy[0]))
+
+    threading.Thread(target=heartbeat, daemon=True, name="emage-heartbeat").start()
     parent = mp.parent_process()
     while True:
         try:
@@ -81,6 +108,7 @@ def _worker_main(inbox: mp.Queue, events: mp.Queue, cancel: mp.Event, device: st
                 raise Cancelled()
             events.put(Event("progress", job_id, fraction, message))
 
+        busy[:] = [req.job_id]
         try:
             result = run_job(req.speech, req.settings, req.out_dir, generator_for=generator_for,
                              reference=req.reference, progress=progress)
@@ -95,29 +123,94 @@ def _worker_main(inbox: mp.Queue, events: mp.Queue, cancel: mp.Event, device: st
             events.put(Event("error", req.job_id, message=str(e)))
         except Exception as e:  # a bug: report it, keep serving
             traceback.print_exc()
-            events.put(Event("error", req.job_id, message=f"internal error ({type(e).__name__}: {e})"))
+            events.put(Event("error", req.job_id, message=f"internal error ({type(e).__name__})"))
+        finally:
+            busy[:] = []
+
+
+class JobHandle:
+    """One queued job. Iterate it for events (the last is done / error / cancelled); close or cancel to stop."""
+
+    def __init__(self, worker: "GenerationWorker", request: JobRequest):
+        self.request = request
+        self._worker = worker
+        self._events: "queue.Queue[Event]" = queue.Queue()
+        self._cancel = threading.Event()
+        self.finished = False
+
+    @property
+    def job_id(self) -> str:
+        return self.request.job_id
+
+    def ahead(self) -> int:
+        """Jobs that run before this one (0 = this one is running or next)."""
+        return self._worker._position(self)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def poll(self, timeout: float) -> Event | None:
+        """The next event, or None if none came within ``timeout`` seconds."""
+        if self.finished:
+            raise StopIteration
+        try:
+            event = self._events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        self.finished = event.kind != "progress"
+        return event
+
+    def __iter__(self) -> "JobHandle":
+        return self
+
+    def __next__(self) -> Event:
+        while True:
+            event = self.poll(3600)
+            if event is not None:
+                return event
+
+    def close(self) -> None:
+        """The caller stops listening: cancel the job unless it already ended."""
+        if not self.finished:
+            self.cancel()
+
+    def _put(self, event: Event) -> None:
+        self._events.put(event)
 
 
 class GenerationWorker:
     """Parent-side handle of the worker process. Thread-safe: jobs run one at a time in submit order."""
 
-    def __init__(self, device: str | None = None, start_method: str = "spawn"):
+    def __init__(self, device: str | None = None, start_method: str = "spawn", *, watchdog_s: float = 60.0,
+                 max_job_s: float | None = None, cancel_grace_s: float = 2.0, max_queued: int = 16):
         self._ctx = mp.get_context(start_method)  # spawn: CUDA cannot be used in a forked child
         self._device = device
-        self._lock = threading.Lock()
+        self.watchdog_s = watchdog_s
+        self.max_job_s = max_job_s
+        self.cancel_grace_s = cancel_grace_s
+        self.max_queued = max_queued
+        self._jobs: "collections.deque[JobHandle]" = collections.deque()
+        self._running: JobHandle | None = None
+        self._cond = threading.Condition()
+        self._closed = False
         self._proc = None
         self.restarts = 0
         self._start()
+        self._dispatcher = threading.Thread(target=self._dispatch, name="emage-dispatcher", daemon=True)
+        self._dispatcher.start()
 
+    # -- the process ---------------------------------------------------------------------------
     def _start(self) -> None:
         self._inbox = self._ctx.Queue()
         self._events = self._ctx.Queue()
-        self._cancel = self._ctx.Event()
-        self._proc = self._ctx.Process(target=_worker_main, args=(self._inbox, self._events, self._cancel, self._device),
+        self._cancel_flag = self._ctx.Event()
+        self._proc = self._ctx.Process(target=_worker_main,
+                                       args=(self._inbox, self._events, self._cancel_flag, self._device),
                                        daemon=True, name="emage-worker")
         self._proc.start()
 
-    def _restart(self) -> None:
+    def _restart(self, why: str) -> None:
+        logger.warning("restarting the generation worker: %s", why)
         if self._proc is not None and self._proc.is_alive():
             self._proc.kill()
         if self._proc is not None:
@@ -129,63 +222,119 @@ class GenerationWorker:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def submit(self, request: JobRequest, timeout: float | None = None) -> Iterator[Event]:
-        """Run a job; yield its progress events, then one final done / error / cancelled event.
+    # -- the queue -----------------------------------------------------------------------------
+    def submit(self, request: JobRequest) -> JobHandle:
+        """Queue a job; returns at once. Raises `QueueFull` when ``max_queued`` jobs already wait."""
+        handle = JobHandle(self, request)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the generation worker is closed")
+            if len(self._jobs) >= self.max_queued:
+                raise QueueFull(f"{len(self._jobs)} requests are already waiting; please try again later")
+            self._jobs.append(handle)
+            self._cond.notify_all()
+        return handle
 
-        Closing the iterator early (the client went away, or Gradio cancelled the request)
-        cancels the job. A worker that dies mid-job yields an error and is restarted.
-        """
-        with self._lock:
-            self._cancel.clear()
-            self._inbox.put(request)
-            started = time.monotonic()
-            finished = False
-            try:
-                while True:
-                    try:
-                        event: Event = self._events.get(timeout=_POLL_S)
-                    except queue.Empty:
-                        if not self._proc.is_alive():
-                            code = self._proc.exitcode
-                            self._restart()
-                            finished = True
-                            yield Event("error", request.job_id, message=(
-                                f"the generation worker stopped unexpectedly (exit code {code}); "
-                                "it has been restarted, please try again"))
-                            return
-                        if timeout is not None and time.monotonic() - started > timeout:
-                            self._restart()
-                            finished = True
-                            yield Event("error", request.job_id, message=f"the job took longer than {timeout:.0f} s")
-                            return
-                        continue
-                    if event.job_id != request.job_id:
-                        continue  # a late event of an earlier, abandoned job
-                    if event.kind != "progress":
-                        finished = True
-                    yield event
-                    if finished:
-                        return
-            finally:
-                if not finished:  # abandoned: stop the job and wait for the worker to be free again
-                    self._cancel.set()
-                    self._drain(request.job_id)
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._jobs)
 
-    def _drain(self, job_id: str, wait: float = 30.0) -> None:
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
+    def _position(self, handle: JobHandle) -> int:
+        with self._cond:
             try:
-                event = self._events.get(timeout=_POLL_S)
-            except queue.Empty:
-                if not self._proc.is_alive():
-                    self._restart()
+                return self._jobs.index(handle) + (self._running is not None)
+            except ValueError:
+                return 0
+
+    def _dispatch(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs and not self._closed:
+                    self._cond.wait()
+                if self._closed:
                     return
-                continue
-            if event.job_id == job_id and event.kind != "progress":
+                handle = self._running = self._jobs.popleft()
+            try:
+                if handle._cancel.is_set():
+                    handle._put(Event("cancelled", handle.job_id, message="cancelled before it started"))
+                else:
+                    self._run(handle)
+            except Exception:  # never let the dispatcher die: that would hang every later request
+                logger.exception("dispatching %s failed", handle.job_id)
+                handle._put(Event("error", handle.job_id, message="internal error in the job dispatcher"))
+            finally:
+                with self._cond:
+                    self._running = None
+
+    def _run(self, handle: JobHandle) -> None:
+        if not self._proc.is_alive():  # died while idle: this request must not pay for it
+            self._restart(f"found stopped before a job (exit code {self._proc.exitcode})")
+        self._drain_stale()
+        self._cancel_flag.clear()
+        self._inbox.put(handle.request)
+        started = last_heard = time.monotonic()
+        cancel_sent = None
+        while True:
+            try:
+                event: Event = self._events.get(timeout=_POLL_S)
+            except queue.Empty:
+                event = None
+            now = time.monotonic()
+            if event is not None and event.job_id == handle.job_id:
+                last_heard = now
+                if event.kind == "heartbeat":
+                    pass
+                elif event.kind == "progress":
+                    if cancel_sent is None:
+                        handle._put(event)
+                else:
+                    handle._put(event)
+                    return
+            if handle._cancel.is_set() and cancel_sent is None:
+                self._cancel_flag.set()
+                cancel_sent = now
+            if cancel_sent is not None and now - cancel_sent > self.cancel_grace_s:
+                self._restart(f"job {handle.job_id} did not stop within {self.cancel_grace_s:g} s of cancelling")
+                handle._put(Event("cancelled", handle.job_id, message="cancelled"))
                 return
-        self._restart()  # it did not stop in time
+            if not self._proc.is_alive():
+                code = self._proc.exitcode
+                self._restart(f"stopped during job {handle.job_id} (exit code {code})")
+                handle._put(Event("error", handle.job_id, message=(
+                    f"the generation worker stopped unexpectedly (exit code {code}); "
+                    "it has been restarted, please try again")))
+                return
+            if now - last_heard > self.watchdog_s:
+                self._restart(f"no sign of life for {self.watchdog_s:g} s during job {handle.job_id}")
+                handle._put(Event("error", handle.job_id, message=(
+                    f"the generation worker stopped responding (nothing for {self.watchdog_s:g} s); "
+                    "it has been restarted, please try again")))
+                return
+            if self.max_job_s is not None and now - started > self.max_job_s:
+                self._restart(f"job {handle.job_id} ran past {self.max_job_s:g} s")
+                handle._put(Event("error", handle.job_id, message=(
+                    f"the request took longer than the limit of {self.max_job_s / 60:.0f} min and was stopped")))
+                return
+
+    def _drain_stale(self) -> None:
+        """Drop events of earlier jobs still in the pipe (e.g. heartbeats after a job ended)."""
+        while True:
+            try:
+                self._events.get_nowait()
+            except queue.Empty:
+                return
 
     def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            pending = list(self._jobs)
+            self._jobs.clear()
+            self._cond.notify_all()
+        for handle in pending:
+            handle._put(Event("cancelled", handle.job_id, message="the server is shutting down"))
+        if self._running is not None:
+            self._running.cancel()
+        self._dispatcher.join(self.cancel_grace_s + 5)
         if self._proc is not None and self._proc.is_alive():
             self._inbox.put(None)
             self._proc.join(5)

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from emage_core.beat2 import write_beat2
 from emage_core.jobs import JobSettings
 from emage_core.motion import Motion
 from emage_core.worker import GenerationWorker, JobRequest
-from ui.studio import BUNDLED, N_OUTPUTS, Studio, model_choices, model_source
+from emage_core.jobs import BUNDLED, resolve_model
+from ui.studio import N_OUTPUTS, Studio, model_choices
 
 FAST = dict(variants=1, seed=3, temperature=0.0, view="full", size=128, show_labels=True, renderer="stick")
 
@@ -39,16 +41,13 @@ def _speech(path: Path, seconds: float = 2.0) -> Path:
 def studio(tmp_path_factory):
     s = Studio(GenerationWorker(device="cpu"), root=tmp_path_factory.mktemp("outputs"))
     yield s
-    s.worker.close()
+    s.close()
 
 
-def _run(studio, speech, *, lock_rows=None, reference=None, use_previous=False, previous=None, **kw):
-    args = {**FAST, **{k: kw.pop(k) for k in list(kw) if k in FAST}}
-    outs = list(studio.generate(speech, BUNDLED, kw.pop("emotion", "neutral"), kw.pop("intensity", 1.0),
-                                lock_rows or [["", None, None]], reference, use_previous, args["variants"],
-                                args["seed"], args["temperature"], args["view"], args["size"], args["show_labels"],
-                                args["renderer"], previous, compare_neutral=kw.pop("compare_neutral", False),
-                                progress=lambda *a, **k: None, **kw))
+def _run(studio, speech, *, lock_rows=None, **kw):
+    """The Generate handler as the page calls it (FAST settings unless given); its last output."""
+    outs = list(studio.generate(speech, **{"model": BUNDLED, **FAST, **kw}, lock_rows=lock_rows or [["", None, None]],
+                                progress=lambda *a, **k: None))
     return outs[-1]
 
 
@@ -98,9 +97,9 @@ def test_each_request_gets_its_own_folder_and_old_ones_go(studio, tmp_path):
     ("bad_row", "lock row 1: unknown part"),
     ("bad_time", "lock row 1: start and end must be numbers"),
     ("no_reference", "need a reference motion"),
-    ("pickled_reference", "Python objects"),
+    ("pickled_reference", "evil.npz: 'poses' holds Python objects"),
     ("short_reference", "reference motion has only"),
-    ("no_previous", "no previous result"),
+    ("no_previous", "no previous result to lock to"),
     ("guidance_unlearned", "guidance applies to learned emotions only"),
 ])
 def test_bad_input_gives_a_clear_message(studio, tmp_path, case, match):
@@ -130,6 +129,118 @@ def test_bad_input_gives_a_clear_message(studio, tmp_path, case, match):
         _run(studio, speech, **kwargs)
 
 
+def _noprogress(*a, **k):
+    return None
+
+
+def _folders(studio) -> set:
+    return {d.name for d in studio.root.iterdir()}
+
+
+@pytest.mark.parametrize("setting, value, match", [
+    ("seed", 2**70, "seed must be 0-4,294,967,291"),
+    ("variants", 9, "variants must be 1-4"),
+    ("size", 4096, "video size must be 64-1024 pixels"),
+    ("temperature", 7, "temperature must be 0-2"),
+    ("intensity", 9, "intensity"),
+    ("view", "side", "view must be one of full, upper, face"),
+    ("model", "hub:/etc", "not a Hugging Face repo id"),
+    ("model", "local:/etc", "unknown model"),
+])
+def test_every_setting_is_checked_before_any_work(studio, tmp_path, setting, value, match):
+    before = _folders(studio)
+    with pytest.raises(gr.Error, match=match):
+        _run(studio, str(_speech(tmp_path / "s.wav")), **{setting: value})
+    assert _folders(studio) == before  # nothing started, nothing left
+
+
+def test_odd_video_size_is_rounded_to_even(studio, tmp_path):
+    meta = _run(studio, str(_speech(tmp_path / "s.wav", 1.0)), size=129)[-2]
+    assert meta["settings"]["size"] == 128
+
+
+def test_costly_request_is_refused_up_front_with_the_limit(studio, tmp_path):
+    speech = str(_speech(tmp_path / "long.wav", 60.0))
+    studio.max_job_cost_s, old = 60.0, studio.max_job_cost_s
+    try:
+        with pytest.raises(gr.Error, match=r"about \d+ min .*1.0 min of speech x 4 video.*1024 px mesh.*limit is 1 min"):
+            _run(studio, speech, variants=4, temperature=1.0, size=1024, renderer="mesh")
+    finally:
+        studio.max_job_cost_s = old
+
+
+def test_outputs_and_messages_name_no_server_path(studio, tmp_path):
+    out = _run(studio, str(_speech(tmp_path / "s.wav", 1.0)))
+    status, meta = out[0], out[-2]
+    text = status + json.dumps(meta) + Path(out[-1]).with_suffix(".json").read_text()
+    for secret in (str(REPO), str(studio.root), str(tmp_path), "/tmp", os.uname().release):
+        assert secret not in text, secret
+    assert meta["model_id"] == "bundled" and meta["weights"]["source"] == "bundled"
+    # a bad upload in a server folder: the message names the file only
+    (tmp_path / "upload").mkdir()
+    bad = tmp_path / "upload" / "mine.npz"
+    bad.write_text("not a zip")
+    with pytest.raises(gr.Error) as info:
+        _run(studio, str(_speech(tmp_path / "s.wav", 1.0)), lock_rows=[["upper", 0, 0.5]], reference=str(bad))
+    assert "mine.npz: not an .npz file" in str(info.value) and str(tmp_path) not in str(info.value)
+
+
+def test_expired_previous_result_is_a_clear_message(studio, tmp_path):
+    gone = studio.root / ("0" * 32) / "variant_1.npz"
+    with pytest.raises(gr.Error, match="expired") as info:
+        _run(studio, str(_speech(tmp_path / "s.wav")), lock_rows=[["upper", 0, 1]], use_previous=True,
+             previous=str(gone))
+    assert str(studio.root) not in str(info.value)
+
+
+def test_another_sessions_result_is_not_a_reference(studio, tmp_path):
+    class Req:  # what Gradio hands a handler: a session and a client address
+        def __init__(self, session):
+            self.session_hash, self.headers, self.client = session, {}, type("C", (), {"host": session})()
+
+    first = list(studio.generate(str(_speech(tmp_path / "s.wav")), **FAST, request=Req("alice"), progress=_noprogress))[-1]
+    theirs = first[-1]
+    kw = dict(lock_rows=[["upper", 0, 1]], reference=theirs, progress=_noprogress, **FAST)
+    with pytest.raises(gr.Error, match="must be a motion you uploaded or generated in this session"):
+        list(studio.generate(str(_speech(tmp_path / "s.wav")), request=Req("mallory"), **kw))
+    assert list(studio.generate(str(_speech(tmp_path / "s.wav")), request=Req("alice"), **kw))[-1][0].startswith("Done")
+
+
+def test_one_request_per_client_and_abandoned_requests_are_cancelled(studio, tmp_path):
+    speech = str(_speech(tmp_path / "s.wav", 4.0))
+    before = _folders(studio)
+    first = studio.generate(speech, **{**FAST, "renderer": "mesh"}, progress=_noprogress)
+    assert next(first)[0].startswith(("Working", "Waiting"))
+    with pytest.raises(gr.Error, match="already have 1 request"):
+        next(studio.generate(speech, **FAST, progress=_noprogress))
+    first.close()  # the client went away: the job is cancelled and its folder removed
+    assert _folders(studio) == before
+    assert _run(studio, speech)[0].startswith("Done")  # the worker is free again
+
+
+def test_failed_jobs_leave_nothing_behind(studio, tmp_path):
+    before = _folders(studio)
+    with pytest.raises(gr.Error, match="guidance applies to learned emotions only"):
+        _run(studio, str(_speech(tmp_path / "s.wav")), emotion="sadness", guidance=2.0)
+    assert _folders(studio) == before
+
+
+def test_retention_sweeps_without_new_traffic(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "abc").mkdir(parents=True)
+    (cache / "abc" / "grid.mp4").write_bytes(b"x")
+    s = Studio(GenerationWorker(device="cpu"), root=tmp_path / "requests", retention_s=1.0, cache_dir=cache)
+    try:
+        d = s.new_request_dir()
+        (d / "variant_1.npz").write_bytes(b"x")
+        deadline = time.monotonic() + 30  # the sweep runs every second; generous for a busy machine
+        while (d.exists() or (cache / "abc").exists()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not d.exists() and not (cache / "abc").exists()
+    finally:
+        s.close()
+
+
 def test_lock_to_previous_result(studio, tmp_path):
     speech = str(_speech(tmp_path / "s.wav"))
     first = _run(studio, speech)
@@ -156,11 +267,15 @@ def test_model_selector_offers_only_known_sources(tmp_path, monkeypatch):
     (ckpt / "config.json").write_text("{}")
     monkeypatch.setenv("EMAGE_CHECKPOINT_DIRS", str(tmp_path / "ckpts"))
     values = [v for _, v in model_choices()]
-    assert BUNDLED in values and f"local:{tmp_path / 'ckpts'}{os.sep}mine" in values
-    assert model_source(BUNDLED) == str(hub.BUNDLED_CHECKPOINT)
-    assert model_source(f"local:{tmp_path / 'ckpts'}{os.sep}mine") == str(ckpt)
-    with pytest.raises(gr.Error, match="unknown model"):
-        model_source("local:/etc")
+    assert BUNDLED in values and "local:mine" in values
+    assert not any(str(tmp_path) in v for v in values)  # the page never sees a server path
+    assert resolve_model(BUNDLED) == str(hub.BUNDLED_CHECKPOINT)
+    assert resolve_model("local:mine") == str(ckpt)
+    for bad, match in (("local:/etc", "unknown model"), ("hub:/etc", "not a Hugging Face repo id"),
+                       ("hub:../../x", "not a Hugging Face repo id"), ("/etc", "unknown model"),
+                       ("hub:name", "owner/name")):
+        with pytest.raises(ValueError, match=match):
+            resolve_model(bad)
 
 
 def test_guidance_slider_is_live_only_for_learned_emotions(tmp_path, monkeypatch):
@@ -172,7 +287,7 @@ def test_guidance_slider_is_live_only_for_learned_emotions(tmp_path, monkeypatch
     (ckpt / "emage_vq").mkdir(parents=True)
     (ckpt / "config.json").write_text(json.dumps({"emotion_labels": ["neutral", "happiness"]}))
     monkeypatch.setenv("EMAGE_CHECKPOINT_DIRS", str(tmp_path / "ckpts"))
-    emo = f"local:{tmp_path / 'ckpts'}{os.sep}emo"
+    emo = "local:emo"
     assert guidance_update(emo, "happiness")["interactive"] is True
     for choice, emotion in ((emo, "sadness"), (emo, "neutral"), (BUNDLED, "happiness")):
         update = guidance_update(choice, emotion)
@@ -182,11 +297,15 @@ def test_guidance_slider_is_live_only_for_learned_emotions(tmp_path, monkeypatch
 # -- the worker process -----------------------------------------------------------------------
 
 
+def _req(tmp_path, speech, name, **kw):
+    return JobRequest(name, speech, str(tmp_path / name), JobSettings(**{**FAST, **kw}))
+
+
 def test_worker_survives_a_crash_and_cancellation(tmp_path):
     worker = GenerationWorker(device="cpu")
     try:
         speech = str(_speech(tmp_path / "s.wav", 6.0))
-        req = lambda name, **kw: JobRequest(name, speech, str(tmp_path / name), JobSettings(**{**FAST, **kw}))
+        req = lambda name, **kw: _req(tmp_path, speech, name, **kw)
         # cancel: abandon the job after its first progress event; the next job still runs
         events = worker.submit(req("cancelled"))
         assert next(events).kind == "progress"
@@ -207,6 +326,59 @@ def test_worker_survives_a_crash_and_cancellation(tmp_path):
         worker.close()
 
 
+def test_worker_dead_while_idle_costs_no_request(tmp_path):
+    worker = GenerationWorker(device="cpu")
+    try:
+        os.kill(worker.pid, 9)
+        time.sleep(0.5)
+        events = list(worker.submit(_req(tmp_path, str(_speech(tmp_path / "s.wav", 1.0)), "first")))
+        assert events[-1].kind == "done" and worker.restarts == 1
+    finally:
+        worker.close()
+
+
+def test_frozen_worker_fails_the_job_by_the_watchdog_and_cancel_cannot_hang(tmp_path):
+    import signal
+
+    worker = GenerationWorker(device="cpu", watchdog_s=3.0, cancel_grace_s=1.0)
+    try:
+        speech = str(_speech(tmp_path / "s.wav", 6.0))
+        events = worker.submit(_req(tmp_path, speech, "frozen"))
+        assert next(events).kind == "progress"
+        os.kill(worker.pid, signal.SIGSTOP)  # frozen: no progress, no heartbeat
+        last = list(events)[-1]
+        assert last.kind == "error" and "stopped responding" in last.message and worker.restarts == 1
+        # a frozen worker cannot hold a cancel either: it is replaced after the grace time
+        events = worker.submit(_req(tmp_path, speech, "frozen_then_cancelled"))
+        assert next(events).kind == "progress"
+        os.kill(worker.pid, signal.SIGSTOP)
+        events.cancel()
+        assert list(events)[-1].kind == "cancelled" and worker.restarts == 2
+        assert list(worker.submit(_req(tmp_path, speech, "after")))[-1].kind == "done"
+    finally:
+        worker.close()
+
+
+def test_worker_wall_time_limit_and_queue_bound(tmp_path):
+    from emage_core.worker import QueueFull
+
+    worker = GenerationWorker(device="cpu", max_job_s=0.5, max_queued=1)
+    try:
+        speech = str(_speech(tmp_path / "s.wav", 3.0))
+        running = worker.submit(_req(tmp_path, speech, "long"))
+        time.sleep(0.3)  # let the dispatcher take it: then one may wait
+        waiting = worker.submit(_req(tmp_path, speech, "next"))
+        with pytest.raises(QueueFull, match="already waiting"):
+            worker.submit(_req(tmp_path, speech, "one too many"))
+        assert waiting.ahead() >= 1
+        last = list(running)[-1]
+        assert last.kind == "error" and "longer than the limit" in last.message
+        waiting.cancel()
+        assert list(waiting)[-1].kind in ("cancelled", "error")
+    finally:
+        worker.close()
+
+
 # -- the launched app -------------------------------------------------------------------------------
 
 
@@ -216,29 +388,95 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class App:
+    """``python app.py`` in a subprocess, on a free port, with its own outputs folder."""
+
+    def __init__(self, outputs: Path, *args: str, **env: str):
+        self.outputs = outputs
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}/"
+        self.proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--device", "cpu", *args],
+                                     cwd=REPO, env={**os.environ, "EMAGE_STUDIO_OUTPUTS": str(outputs), **env},
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 120  # a start-up deadline, not a speed check
+        while True:
+            try:
+                urllib.request.urlopen(self.url, timeout=2)
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    self.proc.kill()
+                    pytest.fail(f"app did not start: {self.proc.stdout.read()}")
+                time.sleep(1)
+
+    def worker_pid(self) -> int:
+        """The generation worker: the app's child started by multiprocessing's spawn (not its resource tracker)."""
+        for entry in Path("/proc").iterdir():
+            try:
+                stat = (entry / "stat").read_text()
+                cmd = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except (OSError, ValueError):
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid and "spawn_main" in cmd:
+                return int(entry.name)
+        raise AssertionError("no worker process found")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    port = _free_port()
-    env = {**os.environ, "EMAGE_STUDIO_OUTPUTS": str(tmp_path_factory.mktemp("app_outputs"))}
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--device", "cpu"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"app did not start: {proc.stdout.read()}")
-            time.sleep(1)
-    yield url
-    proc.terminate()
+    # the concurrency test below plays four users from one address: allow them four requests at once
+    app = App(tmp_path_factory.mktemp("app_outputs"), EMAGE_STUDIO_JOBS_PER_CLIENT="4")
+    yield app.url
+    app.close()
+
+
+def test_worker_faults_and_retention_through_the_api(tmp_path):
+    """kill -9 of an idle worker costs no request; kill -STOP of a busy one fails that request within the
+    watchdog time, clearly, and the next succeeds; outputs are gone (404, folders removed) after retention."""
+    import signal
+
+    from gradio_client import Client, handle_file
+
+    app = App(tmp_path / "outputs", "--watchdog", "4", EMAGE_STUDIO_RETENTION_S="3")
     try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        client = Client(app.url, verbose=False)
+        speech = handle_file(str(_speech(tmp_path / "s.wav", 1.0)))
+        os.kill(app.worker_pid(), signal.SIGKILL)
+        time.sleep(0.5)
+        ok = client.predict(speech=speech, renderer="stick", size=128, api_name="/generate")
+        assert ok[0].startswith("Done")
+
+        job = client.submit(speech=handle_file(str(_speech(tmp_path / "long.wav", 20.0))), renderer="mesh",
+                            size=256, api_name="/generate")
+        deadline = time.monotonic() + 120  # wait for the job to be running; not a speed check
+        while not any(str(u[0]).startswith("Working") for u in job.outputs() if u) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.kill(app.worker_pid(), signal.SIGSTOP)
+        with pytest.raises(Exception, match="stopped responding"):
+            job.result(timeout=120)
+        after = client.predict(speech=speech, renderer="stick", size=128, api_name="/generate")
+        assert after[0].startswith("Done")
+
+        (instance,) = (tmp_path / "outputs").glob("run-*")
+        served = [p for p in (instance / "gradio").rglob("*.mp4")]
+        assert served and urllib.request.urlopen(f"{app.url}gradio_api/file={served[0]}").status == 200
+        deadline = time.monotonic() + 60  # retention 3 s, swept every second
+        while any((instance / "requests").iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not any((instance / "requests").iterdir())
+        with pytest.raises(urllib.error.HTTPError) as gone:
+            urllib.request.urlopen(f"{app.url}gradio_api/file={served[0]}")
+        assert gone.value.code in (403, 404)
+    finally:
+        app.close()
+    assert not (tmp_path / "outputs" / f"run-{app.proc.pid}").exists()  # a stopped app leaves nothing
 
 
 def test_api_generate_with_the_speech_alone(app_url, tmp_path):

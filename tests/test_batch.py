@@ -362,3 +362,39 @@ def test_manifest_overlap_default_is_the_pipelines():
     from emage_core.inference import DEFAULT_OVERLAP, max_overlap
 
     assert manifest.DEFAULT_OVERLAP == DEFAULT_OVERLAP and manifest.MAX_OVERLAP == max_overlap()
+
+
+def test_cli_local_and_ray_write_identical_motions(model_dir, tmp_path):
+    """Through the CLI, default settings: the same study on this machine gives byte-identical motion files
+    locally and on the test's local Ray instance (each task pins its torch thread count)."""
+    pytest.importorskip("ray", reason="the Ray backend needs `pip install ray`; not installed here")
+    import subprocess
+    import sys
+
+    (tmp_path / "speech").mkdir()
+    for k in range(2):
+        sf.write(tmp_path / "speech" / f"c{k}.wav", _speech(4.0, k), 16000)
+    (tmp_path / "study.yaml").write_text(f"""\
+study: threads
+seed: 1
+speech: [speech/c0.wav, speech/c1.wav]
+defaults: {{model: {model_dir}, seeds: [5], temperature: 0.9}}
+conditions: [{{name: only}}]
+render: {{size: 64, renderer: stick}}
+layouts: {{singles: true}}
+""")
+
+    def motions(out: str, *args: str) -> dict:
+        r = subprocess.run([sys.executable, "-m", "emage_core", "batch", str(tmp_path / "study.yaml"), "-o",
+                            str(tmp_path / out), "--quiet", *args], cwd=REPO, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return {p.relative_to(tmp_path / out).as_posix(): sha(p) for p in (tmp_path / out / "motions").rglob("*.npz")}
+
+    local = motions("local")
+    assert len(local) == 2
+    assert motions("ray", "--backend", "ray", "--num-cpus", "2") == local
+    from emage_core.batch.tasks import DEFAULT_THREADS
+
+    for out in ("local", "ray"):  # both pinned the same thread count, and say so
+        sidecars = list((tmp_path / out / "motions").rglob("*.json"))
+        assert sidecars and all(json.loads(p.read_text())["torch_threads"] == DEFAULT_THREADS for p in sidecars)

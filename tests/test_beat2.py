@@ -75,20 +75,20 @@ def test_bad_files_raise_clear_errors(tmp_path, arrays, match):
     path = _npz(tmp_path, **arrays)
     with pytest.raises(MotionFileError, match=match) as e:
         read_beat2(path)
-    assert str(path) in str(e.value)  # the message names the file
+    assert str(e.value).startswith(f"{path.name}: ") and str(path.parent) not in str(e.value)  # the file, no folder
 
 
 def test_frame_limit(tmp_path):
     path = _npz(tmp_path, **_arrays(50))
     assert read_beat2(path, max_frames=50).n_frames == 50
-    with pytest.raises(MotionFileError, match="50 frames, more than the limit of 49"):
+    with pytest.raises(MotionFileError, match="'poses' claims 50 frames; the limit is 49"):
         read_beat2(path, max_frames=49)
 
 
 def test_not_an_npz(tmp_path):
     txt = tmp_path / "motion.npz"
     txt.write_text("hello")
-    with pytest.raises(MotionFileError, match="not a readable .npz"):
+    with pytest.raises(MotionFileError, match=r"motion.npz: not an .npz file \(no zip archive\)"):
         read_beat2(txt)
     with pytest.raises(MotionFileError, match="cannot open"):
         read_beat2(tmp_path / "absent.npz")
@@ -122,3 +122,43 @@ def test_writing_is_deterministic(tmp_path):
     m = read_beat2(_npz(tmp_path, **_arrays()))
     a, b = write_beat2(m, tmp_path / "a.npz"), write_beat2(m, tmp_path / "b.npz")
     assert a.read_bytes() == b.read_bytes()  # no timestamps: equal motion, equal sha256
+
+
+def _npz_with_header(tmp_path, key_shapes: dict, data_bytes: int = 1024):
+    """An .npz whose members' headers claim ``key_shapes`` but hold only ``data_bytes`` of data."""
+    import zipfile
+
+    path = tmp_path / "liar.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        for key, shape in key_shapes.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+            zf.writestr(f"{key}.npy", buf.getvalue() + bytes(data_bytes))
+    return path
+
+
+def test_headers_are_checked_before_anything_is_allocated(tmp_path):
+    """A header may claim any size; the reader refuses before allocating (no MemoryError)."""
+    huge = _npz_with_header(tmp_path, {"poses": (1_700_000_000, 165), "trans": (1_700_000_000, 3),
+                                       "expressions": (1_700_000_000, 100)})
+    with pytest.raises(MotionFileError, match="'poses' claims 1,700,000,000 frames; the limit is 21,600"):
+        read_beat2(huge)
+    within_limit = _npz_with_header(tmp_path, {"poses": (20_000, 165), "trans": (20_000, 3),
+                                               "expressions": (20_000, 100)})
+    with pytest.raises(MotionFileError, match=r"'poses' claims shape \(20000, 165\) \(13,200,000 bytes\) but holds "
+                                              "only 1,024 bytes"):
+        read_beat2(within_limit)
+    with pytest.raises(MotionFileError, match="'poses' claims 13,333,334 frames"):  # 2.2 GB of float32
+        read_beat2(_npz_with_header(tmp_path, {"poses": (13_333_334, 165), "trans": (13_333_334, 3),
+                                               "expressions": (13_333_334, 100)}))
+
+
+def test_garbage_members_are_named(tmp_path):
+    import zipfile
+
+    path = tmp_path / "garbage.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        for key in ("poses", "trans", "expressions"):
+            zf.writestr(f"{key}.npy", b"this is not a numpy array")
+    with pytest.raises(MotionFileError, match="garbage.npz: 'poses' is not a readable NumPy array"):
+        read_beat2(path)

@@ -261,7 +261,7 @@ def test_cli_options():
     assert args.emotions == "neutral,happiness" and args.label_dropout == 0.15 and args.speakers is None
 
 
-def test_jobs_pass_guidance_to_the_learned_emotion_only(trained, labelled, tmp_path):
+def test_jobs_pass_guidance_to_the_learned_emotion_only(trained, labelled, tmp_path, monkeypatch):
     """The page's guidance slider reaches generation through JobSettings; the neutral side of a
     comparison stays unconditioned; a model without that emotion refuses guidance."""
     import soundfile as sf
@@ -271,7 +271,8 @@ def test_jobs_pass_guidance_to_the_learned_emotion_only(trained, labelled, tmp_p
     speech = tmp_path / "s.wav"
     sf.write(speech, labelled["wav"][: 2 * 16000], 16000)
     gen = EmageGenerator.from_pretrained(trained, device="cpu")
-    settings = JobSettings(model=str(trained), seed=1, emotion="happiness", guidance=2.0, compare_neutral=True,
+    monkeypatch.setenv("EMAGE_CHECKPOINT_DIRS", str(trained.parent))  # jobs name models, never folders
+    settings = JobSettings(model=f"local:{trained.name}", seed=1, emotion="happiness", guidance=2.0, compare_neutral=True,
                            renderer="stick", size=64)
     result = run_job(speech, settings, tmp_path / "job", generator_for=lambda source: gen)
     meta = json.loads(result.metadata.read_text())
@@ -280,7 +281,7 @@ def test_jobs_pass_guidance_to_the_learned_emotion_only(trained, labelled, tmp_p
     assert sides["variant_1"]["guidance"] == 2.0 and sides["variant_1"]["expression"]["learned"] == "happiness"
     assert sides["neutral_1"]["guidance"] == 1.0 and sides["neutral_1"]["expression"]["learned"] is None
     with pytest.raises(ValueError, match="guidance applies to learned emotions only"):
-        run_job(speech, JobSettings(model=str(trained), emotion="sadness", guidance=2.0, renderer="stick", size=64),
+        run_job(speech, JobSettings(model=f"local:{trained.name}", emotion="sadness", guidance=2.0, renderer="stick", size=64),
                 tmp_path / "job2", generator_for=lambda source: gen)
     with pytest.raises(ValueError, match="guidance must be 0-5"):
         JobSettings(guidance=7.0).validate()

@@ -16,7 +16,8 @@ from .studio import N_OUTPUTS, Studio, default_choice, emotion_note, guidance_up
 
 
 def build_demo(studio: Studio) -> gr.Blocks:
-    with gr.Blocks(title="EMAGE Studio", delete_cache=(600, int(studio.retention_s))) as demo:
+    # retention: studio.sweeper removes request folders and Gradio's cached copies (see app.py)
+    with gr.Blocks(title="EMAGE Studio") as demo:
         gr.Markdown(
             f"# EMAGE Studio <small>v{__version__}</small>\n"
             "Speech in, holistic 3D co-speech motion out: face, body, hands and global movement "
@@ -70,6 +71,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
                     cancel = gr.Button("Cancel")
             with gr.Column(scale=1):
                 status = gr.Markdown("Upload speech and press Generate.", label="Status")
+                gr.Markdown(f"<small>{studio.limits_note()}</small>")
                 grid = gr.Video(label="Side by side", autoplay=False)
                 with gr.Row():
                     cells = [gr.Video(label=f"Variant {k + 1}", visible=False) for k in range(MAX_VARIANTS)]
@@ -92,9 +94,9 @@ def build_demo(studio: Studio) -> gr.Blocks:
         assert len(outputs) == N_OUTPUTS
         inputs = [speech, model, emotion, intensity, lock_rows, reference, use_previous, variants, seed, temperature,
                   view, size, show_labels, renderer, previous, *sliders, guidance]
-        event = run.click(studio.generate, inputs, outputs, api_name="generate",
-                          concurrency_limit=1, concurrency_id="worker")
-        event_cmp = compare.click(studio.compare, inputs, outputs, api_name="compare_neutral",
-                                  concurrency_limit=1, concurrency_id="worker")
+        # no Gradio concurrency limit: the handlers queue on the worker themselves, which lets them
+        # report their place, hold each client to its share and refuse what would run too long
+        event = run.click(studio.generate, inputs, outputs, api_name="generate", concurrency_limit=None)
+        event_cmp = compare.click(studio.compare, inputs, outputs, api_name="compare_neutral", concurrency_limit=None)
         cancel.click(None, cancels=[event, event_cmp], api_visibility="private")
     return demo

@@ -70,7 +70,9 @@ renamed, so an interrupted run never leaves a half file that counts as finished.
 reported and does not stop the others.
 
 Reproducibility: the same manifest gives byte-identical motion files (the .npz is written without
-timestamps) on CPU, whether run locally or on Ray, with any number of threads. On GPUs the numbers
+timestamps) on one machine's CPU, whether run locally or on Ray: every generation task pins its torch
+thread count (``--threads``, default min(4, CPUs); recorded in each side-car as ``torch_threads``),
+because float sums split over another number of threads round differently. On GPUs the numbers
 depend on the CUDA kernels: compare runs made on the same kind of device (each side-car records it).
 
 Scale: ``--backend ray`` runs motions as Ray tasks (one GPU each where the cluster has GPUs, else one

@@ -18,25 +18,15 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, device: str | None = None, threads: int | None = None):
+    def __init__(self, device: str | None = None):
         self.motion_device = device  # None: cuda when available (`EmageGenerator`'s default)
         self._queue: "OrderedDict[int, tuple]" = OrderedDict()
-        self._threads = threads
-        self._old_threads = None
 
     def __enter__(self):
-        if self._threads:
-            import torch
-
-            self._old_threads = torch.get_num_threads()
-            torch.set_num_threads(self._threads)
         return self
 
     def __exit__(self, *exc):
-        if self._old_threads:
-            import torch
-
-            torch.set_num_threads(self._old_threads)
+        pass
 
     def share(self, data: bytes) -> bytes:
         """Data that many tasks take (speech): here simply the bytes themselves."""
@@ -65,7 +55,8 @@ class RayBackend:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, device: str | None = None, num_cpus: int | None = None):
+    def __init__(self, address: str | None = None, device: str | None = None, num_cpus: int | None = None,
+                 threads: int = 1):
         try:
             import ray
         except ImportError:
@@ -86,7 +77,9 @@ class RayBackend:
             self.started = True
         gpus = ray.cluster_resources().get("GPU", 0)
         self.motion_device = device or ("cuda" if gpus >= 1 else "cpu")
-        motion_options = {"num_gpus": 1} if gpus >= 1 and self.motion_device != "cpu" else {"num_cpus": 1}
+        # a CPU motion task reserves the CPUs its torch threads use (each task pins that count itself)
+        cpus = max(1, min(threads, int(ray.cluster_resources().get("CPU", 1))))
+        motion_options = {"num_gpus": 1} if gpus >= 1 and self.motion_device != "cpu" else {"num_cpus": cpus}
         self._remote = {"motion": ray.remote(generate_motion).options(**motion_options, max_retries=1),
                         "stimulus": ray.remote(render_stimulus).options(num_cpus=1, max_retries=1)}
         self._refs: dict[Any, int] = {}

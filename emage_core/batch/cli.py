@@ -26,7 +26,8 @@ def add_batch_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None,
                    help="generation device: cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads for local generation (default: torch's)")
+                   help="torch CPU threads of each generation task, local or Ray (default: min(4, CPUs)); "
+                        "the same count gives the same motion files")
     p.add_argument("--dry-run", action="store_true", help="check the manifest and inputs, print what would run, stop")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_batch)

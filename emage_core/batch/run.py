@@ -23,6 +23,7 @@ import yaml
 
 from .. import __version__
 from .backends import LocalBackend, RayBackend
+from .tasks import DEFAULT_THREADS
 from .manifest import Study, load_study
 from .plan import (COUNTERBALANCING_RULE, WORK, Inputs, MotionItem, Plan, Stimulus, hash_inputs, motion_spec,
                    plan_study, sha256_file, sha256_json, side_counts, stimulus_spec, style_dict)
@@ -160,7 +161,8 @@ def run_study(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, backen
 
     backend: ``"local"`` (this process) or ``"ray"`` (``address`` / ``$RAY_ADDRESS``, else a local
     instance with ``num_cpus``). device: for generation (default: cuda when available). threads:
-    torch CPU threads for local generation. dry_run: check everything and report what would run.
+    torch CPU threads of each generation task, on either backend (default `DEFAULT_THREADS`; the same
+    count gives the same motion files). dry_run: check everything and report what would run.
     Raises `StudyError` before anything is generated if the manifest or an input is bad.
     """
     t0 = time.monotonic()
@@ -172,14 +174,15 @@ def run_study(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, backen
         return _dry_run(study, inputs, plan, out)
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out):
+        threads = threads or DEFAULT_THREADS
         if backend == "local":
-            runner = LocalBackend(device=device, threads=threads)
+            runner = LocalBackend(device=device)
         elif backend == "ray":
-            runner = RayBackend(address=address, device=device, num_cpus=num_cpus)
+            runner = RayBackend(address=address, device=device, num_cpus=num_cpus, threads=threads)
         else:
             raise ValueError(f"backend must be local or ray, got {backend!r}")
         with runner:
-            result = _Run(study, inputs, plan, out, runner, progress).run()
+            result = _Run(study, inputs, plan, out, runner, progress, threads).run()
     result.seconds = time.monotonic() - t0
     return result
 
@@ -235,8 +238,9 @@ def _dry_run(study: Study, inputs: Inputs, plan: Plan, out: Path) -> StudyResult
 class _Run:
     """One run of a study: submit what is not finished, write results as they come, then key and manifest."""
 
-    def __init__(self, study: Study, inputs: Inputs, plan: Plan, out: Path, backend, progress: bool):
+    def __init__(self, study: Study, inputs: Inputs, plan: Plan, out: Path, backend, progress: bool, threads: int):
         self.study, self.inputs, self.plan, self.out, self.backend = study, inputs, plan, out, backend
+        self.threads = threads
         self.records = Records(out)
         self.result = StudyResult(out, n_motions=len(plan.motions), n_stimuli=len(plan.stimuli),
                                   sides=side_counts(plan))
@@ -302,7 +306,7 @@ class _Run:
         task = {"model": model.load_source, "revision": model.revision, "device": self.backend.motion_device,
                 "weights": model.provenance["files"], "seed": m.seed, "temperature": cond.temperature,
                 "locks": cond.locks, "crossfade": cond.crossfade, "overlap": cond.overlap, "style": style_dict(cond.style),
-                "study": {"clip": m.clip, "condition": m.condition}}
+                "study": {"clip": m.clip, "condition": m.condition}, "threads": self.threads}
         return task, self.speech(m.clip), (ref.read_bytes() if ref else None)
 
     def _stimulus_task(self, s: Stimulus, spec: dict) -> tuple:

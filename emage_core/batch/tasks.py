@@ -5,7 +5,9 @@ worker (`RayBackend`, which finds them by module path: keep them top-level funct
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
@@ -13,6 +15,23 @@ from typing import Any
 
 _GENERATORS: "OrderedDict[tuple, Any]" = OrderedDict()  # per process: each model is loaded once
 _MAX_LOADED = 2
+#: torch CPU threads of a generation task unless the run says otherwise. Pinned, not left to each
+#: process: float sums split over a different number of threads round differently, so a Ray worker
+#: (which Ray starts with one thread) and this process would write different motion files.
+DEFAULT_THREADS = min(4, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch CPU threads, then restore the previous count."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _generator(source: str, revision: str | None, device: str | None):
@@ -39,8 +58,9 @@ def generate_motion(task: dict, speech: bytes, reference: bytes | None) -> dict[
         ref = read_beat2(reference)
         if ref.fps != 30:
             ref = ref.resample(30)
-    clip = gen.generate(speech, seed=task["seed"], variants=1, temperature=task["temperature"], locks=locks,
-                        reference=ref, crossfade=task["crossfade"], overlap=task["overlap"])[0]
+    with torch_threads(task["threads"]):
+        clip = gen.generate(speech, seed=task["seed"], variants=1, temperature=task["temperature"], locks=locks,
+                            reference=ref, crossfade=task["crossfade"], overlap=task["overlap"])[0]
     if clip.meta["weights"]["files"] != task["weights"]:
         # e.g. a Ray node whose copy of a checkpoint folder differs from the driver's
         raise RuntimeError(f"the weights loaded from {task['model']} differ from the ones hashed before the run")
@@ -50,7 +70,7 @@ def generate_motion(task: dict, speech: bytes, reference: bytes | None) -> dict[
         meta = clip.meta
         clip = apply_style(clip, StyleControls(**task["style"]), locks=locks)
         clip.meta = {**meta, **clip.meta}
-    meta = {**clip.meta, "study": task["study"]}
+    meta = {**clip.meta, "study": task["study"], "torch_threads": task["threads"]}
     return {"npz": npz_bytes(beat2_arrays(clip)),
             "json": (json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n").encode()}
 
