@@ -12,7 +12,7 @@ from pathlib import Path
 # machine spinning threads slowed generation and style edits several-fold (measured on 2 cores).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from emage_core.outputs import claim_instance  # noqa: E402
+from emage_core.serve.outputs import claim_instance  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     cache = instance / "gradio"
     os.environ["GRADIO_TEMP_DIR"] = str(cache)  # read by Gradio when it stores a file
 
-    from emage_core.worker import GenerationWorker
+    from emage_core.serve.worker import GenerationWorker
     from ui.blocks import build_demo
     from ui.studio import Studio
 

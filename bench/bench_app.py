@@ -16,8 +16,8 @@ from pathlib import Path
 
 from emage_core.assets import EXAMPLE_SPEECH
 from emage_core.audio import load_audio
-from emage_core.jobs import JobSettings
-from emage_core.worker import GenerationWorker, JobRequest
+from emage_core.serve.jobs import JobSettings
+from emage_core.serve.worker import GenerationWorker, JobRequest
 
 
 def main() -> None:

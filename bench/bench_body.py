@@ -18,11 +18,11 @@ import time
 
 import numpy as np
 
-from emage_core.body import Body
-from emage_core.kinematics import BODY_ASSET, forward_kinematics, joint_positions, rest_skeleton
-from emage_core.motion import Motion
-from emage_core.preview import StickRenderer
-from emage_core.rotation import axis_angle_to_matrix
+from emage_core.body.anny import Body
+from emage_core.motion.kinematics import BODY_ASSET, forward_kinematics, joint_positions, rest_skeleton
+from emage_core.motion.clip import Motion
+from emage_core.render.stick import StickRenderer
+from emage_core.motion.rotation import axis_angle_to_matrix
 
 
 def best_of(repeat: int, fn) -> float:

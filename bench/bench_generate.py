@@ -1,4 +1,4 @@
-"""Speed of `emage_core.inference.run` at the released model size, on random weights.
+"""Speed of `emage_core.models.emage.inference.run` at the released model size, on random weights.
 
 Prints, per audio length: wall time, seconds of compute per second of speech, windows, and the
 process's peak RSS. The reference implementation needs 0.08-0.10 s per second of speech on
@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 
-from emage_core.inference import DEFAULT_OVERLAP, plan_windows, run
-from emage_core.model import EmageAudioConfig, EmageModels, VQConfig
+from emage_core.models.emage.inference import DEFAULT_OVERLAP, plan_windows, run
+from emage_core.models.emage.model import EmageAudioConfig, EmageModels, VQConfig
 
 MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "reference" / "emage" / "manifest_official.json"
 

@@ -43,8 +43,8 @@ import numpy as np
 
 
 from emage_core import Motion
-from emage_core import render
-from emage_core.video import VideoWriter
+from emage_core.render import mesh as render
+from emage_core.render.video import VideoWriter
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "beat2"
 SAMPLE = FIXTURES / "2_scott_0_1_1.npz"
@@ -100,7 +100,7 @@ def load_inputs(seconds: float) -> tuple[Motion, np.ndarray, str]:
     """(motion of at least 2 x seconds, speech (N,) 16 kHz for its first ``seconds``, description)."""
     n = int(seconds * 30)
     if SAMPLE.exists():
-        from emage_core.beat2 import read_beat2
+        from emage_core.motion.beat2 import read_beat2
 
         m = read_beat2(SAMPLE)
         if m.fps != 30:
@@ -124,7 +124,7 @@ def parse_size(text: str) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------- table 1
 
 def breakdown(motion: Motion, speech: np.ndarray, sizes: list[tuple[int, int]], out_dir: Path) -> None:
-    from emage_core.body import Body
+    from emage_core.body.anny import Body
 
     body = Body.load()
     faces = np.asarray(body.faces)

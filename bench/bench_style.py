@@ -1,4 +1,4 @@
-"""Speed of the explicit style edits (`emage_core.style.apply_style`) with every control active.
+"""Speed of the explicit style edits (`emage_core.edit.style.apply_style`) with every control active.
 
 Motion: the BEAT2 sample ``../shared/fixtures/beat2/2_scott_0_1_1.npz`` (63.5 s) when ../shared
 is there, else a minute of zeros-based synthetic motion with sinusoidal arm gestures. Prints the
@@ -17,9 +17,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-from emage_core.beat2 import read_beat2
-from emage_core.motion import Motion
-from emage_core.style import StyleControls, apply_style
+from emage_core.motion.beat2 import read_beat2
+from emage_core.motion.clip import Motion
+from emage_core.edit.style import StyleControls, apply_style
 
 SAMPLE = REPO.parent / "shared" / "fixtures" / "beat2" / "2_scott_0_1_1.npz"
 ALL = StyleControls(amplitude=1.3, tempo=1.2, spine_flexion=0.1, head_pitch=0.1, head_turn=0.05,

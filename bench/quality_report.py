@@ -30,9 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 from emage_core import metrics
 from emage_core.audio import load_audio
-from emage_core.beat2 import read_beat2
-from emage_core.kinematics import joint_positions
-from emage_core.pipeline import EmageGenerator
+from emage_core.motion.beat2 import read_beat2
+from emage_core.motion.kinematics import joint_positions
+from emage_core.generate.emage import EmageGenerator
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "beat2"
 REAL = "2_scott_0_1_1"

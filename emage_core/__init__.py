@@ -23,7 +23,7 @@ Importable without Gradio. The modules, one job each:
 - `worker`      the process that owns the GPU and runs jobs for the app
 - `cli`         ``python -m emage_core``
 """
-from .motion import Motion, MotionError
+from .motion.clip import Motion, MotionError
 
 __version__ = "0.2.0"
 __all__ = ["Motion", "MotionError", "__version__"]

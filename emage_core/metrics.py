@@ -7,7 +7,7 @@
 - `jaw_envelope_correlation`: a lip-sync proxy, Pearson correlation between jaw opening and
   the speech loudness envelope at the motion frame rate.
 
-Arrays: positions (T, J, 3) in metres (from `emage_core.kinematics.joint_positions`), poses
+Arrays: positions (T, J, 3) in metres (from `emage_core.motion.kinematics.joint_positions`), poses
 (T, 55, 3) axis-angle, audio (N,) mono float at ``sr`` Hz. `motion_metrics` computes all of it
 for a `Motion` and its speech.
 """
@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 from scipy.signal import argrelextrema
 
-from .skeleton import JAW, UPPER_JOINTS
+from .motion.skeleton import JAW, UPPER_JOINTS
 
 __all__ = [
     "speech_onsets", "joint_speed", "velocity_minima", "beat_consistency", "l1_diversity", "jerk",
@@ -169,10 +169,10 @@ def motion_metrics(motion, audio: np.ndarray, sr: int = 16000,
                    normalizer: float | np.ndarray | None = None) -> dict[str, float]:
     """BC, jerk and jaw-envelope correlation of a `Motion` with its speech (N,) at ``sr``.
 
-    Joint positions come from `emage_core.kinematics.joint_positions`; ``normalizer`` goes to
+    Joint positions come from `emage_core.motion.kinematics.joint_positions`; ``normalizer`` goes to
     `beat_consistency` (e.g. the per-joint mean speed of real data, from `joint_speed`).
     """
-    from .kinematics import joint_positions
+    from .motion.kinematics import joint_positions
 
     pos = np.asarray(joint_positions(motion))
     T = min(motion.n_frames, int(len(audio) * motion.fps // sr))

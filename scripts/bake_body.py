@@ -37,7 +37,7 @@ import numpy as np
 
 
 from emage_core.assets import ANNY_BODY
-from emage_core.skeleton import JOINT_NAMES, PARENTS
+from emage_core.motion.skeleton import JOINT_NAMES, PARENTS
 
 ANNY_ARGS = dict(rig="soma", topology="anny", facial_actions="all")
 CHECK_STRIDE = 7
@@ -70,7 +70,7 @@ for _side in ("left", "right"):
 def check_poses() -> tuple[list[str], np.ndarray, np.ndarray]:
     """Named poses whose live-Anny vertices are baked for the parity tests: (names, poses (K, 55, 3),
     trans (K, 3))."""
-    from emage_core.skeleton import joint_index
+    from emage_core.motion.skeleton import joint_index
 
     def pose(**joints):
         p = np.zeros((55, 3), np.float32)

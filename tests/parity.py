@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emage_core import rotation
+from emage_core.motion import rotation
 
 ATOL = 1e-4
 ILL_CONDITIONED = 1e-5  # smallest diagonal sum (see above) below which a component is rounding noise

@@ -19,12 +19,12 @@ import pytest
 import soundfile as sf
 
 from conftest import REPO
-from emage_core import hub
-from emage_core.beat2 import write_beat2
-from emage_core.jobs import JobSettings
-from emage_core.motion import Motion
-from emage_core.worker import GenerationWorker, JobRequest
-from emage_core.jobs import BUNDLED, resolve_model
+from emage_core.models import hub
+from emage_core.motion.beat2 import write_beat2
+from emage_core.serve.jobs import JobSettings
+from emage_core.motion.clip import Motion
+from emage_core.serve.worker import GenerationWorker, JobRequest
+from emage_core.serve.jobs import BUNDLED, resolve_model
 from ui.studio import N_OUTPUTS, Studio, model_choices
 
 FAST = dict(variants=1, seed=3, temperature=0.0, view="full", size=128, show_labels=True, renderer="stick")
@@ -360,7 +360,7 @@ def test_frozen_worker_fails_the_job_by_the_watchdog_and_cancel_cannot_hang(tmp_
 
 
 def test_worker_wall_time_limit_and_queue_bound(tmp_path):
-    from emage_core.worker import QueueFull
+    from emage_core.serve.worker import QueueFull
 
     worker = GenerationWorker(device="cpu", max_job_s=0.5, max_queued=1)
     try:

@@ -19,9 +19,17 @@ import pytest
 import soundfile as sf
 
 from emage_core import Motion
-from emage_core.batch import (KEY_FILE, MANIFEST_FILE, StudyError, add_batch_parser, first_on_left, load_study,
-                              plan_study, run_study)
-from emage_core.beat2 import beat2_arrays, npz_bytes, read_beat2, write_beat2
+from emage_core.batch import (
+    KEY_FILE,
+    MANIFEST_FILE,
+    StudyError,
+    add_batch_parser,
+    first_on_left,
+    load_study,
+    plan_study,
+    run_study,
+)
+from emage_core.motion.beat2 import beat2_arrays, npz_bytes, read_beat2, write_beat2
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +39,7 @@ def model_dir() -> Path:
     """The bundled default checkpoint when it is installed, else the small random-weight golden one."""
     from conftest import EMAGE_REF
 
-    from emage_core.hub import BUNDLED_CHECKPOINT, CONFIG_NAME
+    from emage_core.models.hub import BUNDLED_CHECKPOINT, CONFIG_NAME
 
     if (BUNDLED_CHECKPOINT / CONFIG_NAME).is_file():
         return BUNDLED_CHECKPOINT
@@ -359,7 +367,7 @@ def test_ray_backend_gives_the_same_motions(first_run, study_dir, tmp_path):
 
 def test_manifest_overlap_default_is_the_pipelines():
     from emage_core.batch import manifest
-    from emage_core.inference import DEFAULT_OVERLAP, max_overlap
+    from emage_core.models.emage.inference import DEFAULT_OVERLAP, max_overlap
 
     assert manifest.DEFAULT_OVERLAP == DEFAULT_OVERLAP and manifest.MAX_OVERLAP == max_overlap()
 

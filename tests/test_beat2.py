@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from emage_core.beat2 import MotionFileError, read_beat2, write_beat2
+from emage_core.motion.beat2 import MotionFileError, read_beat2, write_beat2
 
 
 def _arrays(T=10):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from emage_core.body import SMPLX_ENV, Body, BodyError
-from emage_core.kinematics import BODY_ASSET, forward_kinematics, rest_skeleton
-from emage_core.skeleton import PARENTS, joint_index
+from emage_core.body.anny import SMPLX_ENV, Body, BodyError
+from emage_core.motion.kinematics import BODY_ASSET, forward_kinematics, rest_skeleton
+from emage_core.motion.skeleton import PARENTS, joint_index
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_bad_inputs_are_refused(body, tmp_path, monkeypatch):
 
 
 def test_runtime_never_imports_anny():
-    code = ("import sys, numpy as np; from emage_core.body import Body; import emage_core.bvh, emage_core.kinematics; "
+    code = ("import sys, numpy as np; from emage_core.body import Body; import emage_core.motion.bvh, emage_core.motion.kinematics; "
             "Body.load().vertices(np.zeros((1, 55, 3)), np.zeros((1, 3))); "
             "assert 'anny' not in sys.modules and 'smplx' not in sys.modules, 'runtime imported anny or smplx'")
     env = {k: v for k, v in os.environ.items() if k != SMPLX_ENV}

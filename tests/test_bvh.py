@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from emage_core import Motion
-from emage_core.body import Body
-from emage_core.bvh import BVH_SCALE, matrix_to_euler_zxy, write_bvh
-from emage_core.kinematics import BODY_ASSET, forward_kinematics, joint_positions, rest_skeleton
-from emage_core.rotation import axis_angle_to_matrix
-from emage_core.skeleton import JOINT_NAMES, PARENTS
+from emage_core.body.anny import Body
+from emage_core.motion.bvh import BVH_SCALE, matrix_to_euler_zxy, write_bvh
+from emage_core.motion.kinematics import BODY_ASSET, forward_kinematics, joint_positions, rest_skeleton
+from emage_core.motion.rotation import axis_angle_to_matrix
+from emage_core.motion.skeleton import JOINT_NAMES, PARENTS
 
 BEAT2 = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "beat2"
 
@@ -98,7 +98,7 @@ def test_beat2_clip_matches_our_kinematics(tmp_path):
     npz = BEAT2 / "2_scott_0_1_1.npz"
     if not npz.exists():
         pytest.skip(f"needs the BEAT2 sample {npz} (shared test data beside the repository); absent here")
-    from emage_core.beat2 import read_beat2
+    from emage_core.motion.beat2 import read_beat2
 
     m = read_beat2(npz)[:60]
     path = write_bvh(m, tmp_path / "beat2.bvh")

@@ -6,11 +6,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from emage_core import data
-from emage_core.beat2 import write_beat2
-from emage_core.kinematics import joint_positions
-from emage_core.motion import Motion
-from emage_core.skeleton import JOINT_NAMES, joint_index
+from emage_core.train import data
+from emage_core.motion.beat2 import write_beat2
+from emage_core.motion.kinematics import joint_positions
+from emage_core.motion.clip import Motion
+from emage_core.motion.skeleton import JOINT_NAMES, joint_index
 
 SR = 16000
 

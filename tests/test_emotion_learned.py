@@ -16,18 +16,18 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from emage_core import hub
-from emage_core import labels as L
+from emage_core.models import hub
+from emage_core.train import labels as L
 from emage_core.audio import load_audio
-from emage_core.beat2 import read_beat2, write_beat2
-from emage_core.data import EMOTIONS, MotionWindows, load_clip
-from emage_core.inference import run
-from emage_core.kinematics import joint_positions
-from emage_core.model import VQ_PARTS, EmageAudioConfig, EmageAudioModel, EmageModels
-from emage_core.motion import Motion
-from emage_core.pipeline import EmageGenerator
-from emage_core.skeleton import UPPER_JOINTS
-from emage_core.train import TrainConfig, autoencoder_losses, make_configs, save_pretrained, train
+from emage_core.motion.beat2 import read_beat2, write_beat2
+from emage_core.train.data import EMOTIONS, MotionWindows, load_clip
+from emage_core.models.emage.inference import run
+from emage_core.motion.kinematics import joint_positions
+from emage_core.models.emage.model import VQ_PARTS, EmageAudioConfig, EmageAudioModel, EmageModels
+from emage_core.motion.clip import Motion
+from emage_core.generate.emage import EmageGenerator
+from emage_core.motion.skeleton import UPPER_JOINTS
+from emage_core.train.emage import TrainConfig, autoencoder_losses, make_configs, save_pretrained, train
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "beat2"
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "emage"
@@ -250,8 +250,8 @@ def test_load_clip_takes_an_explicit_label(labelled, tmp_path):
 
 
 def test_cli_options():
-    from emage_core.cli import build_parser
-    from emage_core.cli_train import add_train_parsers
+    from emage_core.cli.main import build_parser
+    from emage_core.cli.train import add_train_parsers
 
     args = build_parser().parse_args(["generate", "s.wav", "-o", "o.npz", "--emotion", "happiness", "--guidance", "2.5"])
     assert args.guidance == 2.5 and args.emotion == "happiness"
@@ -266,7 +266,7 @@ def test_jobs_pass_guidance_to_the_learned_emotion_only(trained, labelled, tmp_p
     comparison stays unconditioned; a model without that emotion refuses guidance."""
     import soundfile as sf
 
-    from emage_core.jobs import JobSettings, run_job
+    from emage_core.serve.jobs import JobSettings, run_job
 
     speech = tmp_path / "s.wav"
     sf.write(speech, labelled["wav"][: 2 * 16000], 16000)

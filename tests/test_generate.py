@@ -16,12 +16,12 @@ from safetensors.torch import load_file, save_file
 from conftest import EMAGE_REF, need
 from parity import assert_axis_angle_matches
 from emage_core import Motion
-from emage_core.beat2 import read_beat2, write_beat2
-from emage_core.hub import BUNDLED_CHECKPOINT, WeightsError
-from emage_core.locks import Lock, LockError
-from emage_core.pipeline import EmageGenerator, masked_motion
-from emage_core.rotation import axis_angle_to_matrix
-from emage_core.skeleton import PARTS
+from emage_core.motion.beat2 import read_beat2, write_beat2
+from emage_core.models.hub import BUNDLED_CHECKPOINT, WeightsError
+from emage_core.edit.locks import Lock, LockError
+from emage_core.generate.emage import EmageGenerator, masked_motion
+from emage_core.motion.rotation import axis_angle_to_matrix
+from emage_core.motion.skeleton import PARTS
 
 
 @pytest.fixture(scope="module")

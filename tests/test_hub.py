@@ -1,4 +1,4 @@
-"""Checkpoint finding and reading (`emage_core.hub`), all offline.
+"""Checkpoint finding and reading (`emage_core.models.hub`), all offline.
 
 Most tests build tiny checkpoints themselves. The Hub is played by a Hub cache laid out by hand,
 by a small HTTP server on 127.0.0.1 that answers the few Hub API calls a download makes, by a
@@ -26,8 +26,8 @@ import torch
 from huggingface_hub import constants
 from safetensors.torch import load_file, save_file
 
-from emage_core import hub
-from emage_core.hub import (
+from emage_core.models import hub
+from emage_core.models.hub import (
     DEFAULT_REPO_ID,
     SUBMODELS,
     WeightsError,
@@ -427,7 +427,7 @@ def test_env_variables_work_in_a_fresh_process(tmp_path):
     env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_CACHE=str(tmp_path / "cache"),
                HF_HOME=str(tmp_path / "hf_home"), PYTHONPATH=str(REPO))
     code = (
-        "from emage_core.hub import WeightsError, load_checkpoint\n"
+        "from emage_core.models.hub import WeightsError, load_checkpoint\n"
         "try:\n    load_checkpoint('owner/name')\n"
         "except WeightsError as err:\n    print('WeightsError:', err)\n"
     )

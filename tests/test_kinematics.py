@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from emage_core import Motion
-from emage_core.kinematics import forward_kinematics, joint_positions, rest_skeleton
-from emage_core.skeleton import JOINT_NAMES, PARENTS, joint_index
+from emage_core.motion.kinematics import forward_kinematics, joint_positions, rest_skeleton
+from emage_core.motion.skeleton import JOINT_NAMES, PARENTS, joint_index
 
 
 def _descendants(j: int) -> set[int]:
@@ -91,7 +91,7 @@ def test_root_rotation_turns_the_body_about_the_pelvis():
 
 
 def test_world_rotations_chain_the_local_ones():
-    from emage_core.rotation import axis_angle_to_matrix
+    from emage_core.motion.rotation import axis_angle_to_matrix
 
     rest, parents = rest_skeleton()
     poses, trans = _random(2, seed=3)

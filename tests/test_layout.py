@@ -35,7 +35,7 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_core_imports_without_gradio():
-    code = ("import sys, emage_core, emage_core.cli, emage_core.beat2, emage_core.motion; "
+    code = ("import sys, emage_core, emage_core.cli, emage_core.motion.beat2, emage_core.motion; "
             "assert 'gradio' not in sys.modules, 'emage_core pulled in gradio'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from emage_core import Motion
-from emage_core.locks import Lock, LockError, apply_locks, crossfade_weights, part_frame_masks, validate_locks
-from emage_core.skeleton import PARTS
+from emage_core.edit.locks import Lock, LockError, apply_locks, crossfade_weights, part_frame_masks, validate_locks
+from emage_core.motion.skeleton import PARTS
 
 
 def _motion(T, seed):

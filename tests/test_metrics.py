@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from emage_core import metrics
-from emage_core.motion import Motion
-from emage_core.skeleton import JAW, UPPER_JOINTS
+from emage_core.motion.clip import Motion
+from emage_core.motion.skeleton import JAW, UPPER_JOINTS
 
 FPS = 30
 SR = 16000
@@ -119,7 +119,7 @@ def test_jaw_envelope_correlation_follows_the_jaw():
 def test_motion_metrics_on_the_real_sample(beat2_dir):
     pytest.importorskip("librosa")
     from emage_core.audio import load_audio
-    from emage_core.beat2 import read_beat2
+    from emage_core.motion.beat2 import read_beat2
 
     motion = read_beat2(beat2_dir / "2_scott_0_1_1.npz")
     audio = load_audio(beat2_dir / "2_scott_0_1_1.wav")

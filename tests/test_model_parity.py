@@ -1,4 +1,4 @@
-"""Parity of emage_core.model / emage_core.inference with the official EMAGE implementation.
+"""Parity of emage_core.models.emage.model / emage_core.models.emage.inference with the official EMAGE implementation.
 
 Uses the reference data in ``shared/reference/emage`` (manifests of every state-dict key, a
 reduced-size checkpoint in Hub layout and the official pipeline's outputs for it).
@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emage_core.inference import plan_windows, run
-from emage_core.model import EmageAudioConfig, EmageModels, VQConfig
+from emage_core.models.emage.inference import plan_windows, run
+from emage_core.models.emage.model import EmageAudioConfig, EmageModels, VQConfig
 from parity import assert_axis_angle_matches, assert_rot6d_motion_matches
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "emage"
@@ -143,7 +143,7 @@ def test_run_matches_golden(golden_models, inputs, name):
 
 def test_chunked_decode_matches_golden(golden_models, inputs, monkeypatch):
     """The final decode runs in chunks with receptive-field context: seams must not show."""
-    import emage_core.inference as inference
+    import emage_core.models.emage.inference as inference
 
     monkeypatch.setattr(inference, "DECODE_CHUNK", 16)
     out = run(golden_models, torch.from_numpy(inputs["b2p5s"])[None])

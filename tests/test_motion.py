@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from emage_core import Motion, MotionError
-from emage_core.rotation import axis_angle_to_matrix
-from emage_core.skeleton import JOINT_NAMES, PARENTS, PARTS, joint_index
+from emage_core.motion.rotation import axis_angle_to_matrix
+from emage_core.motion.skeleton import JOINT_NAMES, PARENTS, PARTS, joint_index
 
 
 def _random_motion(T=20, fps=30, seed=0):

@@ -13,12 +13,23 @@ import pytest
 import soundfile as sf
 
 from emage_core import Motion
-from emage_core import render
-from emage_core.preview import STICK_BONES, StickRenderer
-from emage_core.render import (BACKGROUND, MeshRenderer, clip_camera, compose_grid, draw_label,
-                               fit_camera, grid_shape, label_box, motion_frames, render_grid, render_motion,
-                               view_region)
-from emage_core.video import VideoError, VideoWriter, probe_video, read_video_frames, write_video
+from emage_core.render import mesh as render
+from emage_core.render.stick import STICK_BONES, StickRenderer
+from emage_core.render.mesh import (
+    BACKGROUND,
+    MeshRenderer,
+    clip_camera,
+    compose_grid,
+    draw_label,
+    fit_camera,
+    grid_shape,
+    label_box,
+    motion_frames,
+    render_grid,
+    render_motion,
+    view_region,
+)
+from emage_core.render.video import VideoError, VideoWriter, probe_video, read_video_frames, write_video
 
 BG = np.round(np.array(BACKGROUND) * 255).astype(int)
 RAISE_RIGHT_ARM = (17, (0.0, 0.0, -np.pi / 2))  # right shoulder: T-pose arm -> straight up
@@ -38,7 +49,7 @@ def gl():
 
 @pytest.fixture(scope="module")
 def body():
-    from emage_core.body import Body
+    from emage_core.body.anny import Body
 
     return Body.load()
 
@@ -383,7 +394,7 @@ def test_clear_errors_for_bad_motion_sets(tmp_path):
 # ---------------------------------------------------------------------------- stick preview
 
 def test_stick_preview_draws_every_limb_fast():
-    from emage_core.kinematics import joint_positions
+    from emage_core.motion.kinematics import joint_positions
 
     assert len(STICK_BONES) == 52  # 54 bones of the 55-joint skeleton, minus the two eyes
     joints = joint_positions(_motion(1))
@@ -398,7 +409,7 @@ def test_stick_preview_draws_every_limb_fast():
 # ---------------------------------------------------------------------------- command line
 
 def _cli(argv: list[str]) -> int:
-    from emage_core.cli_render import add_render_parser
+    from emage_core.cli.render import add_render_parser
 
     parser = argparse.ArgumentParser()
     add_render_parser(parser.add_subparsers(dest="command", required=True))
@@ -407,7 +418,7 @@ def _cli(argv: list[str]) -> int:
 
 
 def test_cli_render_and_export(tmp_path):
-    from emage_core.beat2 import write_beat2
+    from emage_core.motion.beat2 import write_beat2
 
     a, b = tmp_path / "a.npz", tmp_path / "b.npz"
     write_beat2(_motion(8), a)

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from emage_core import rotation as R
+from emage_core.motion import rotation as R
 
 finite = st.floats(-3.0, 3.0, allow_nan=False, width=64)
 aa_arrays = arrays(np.float64, (8, 3), elements=finite)

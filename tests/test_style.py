@@ -11,12 +11,25 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from emage_core import Motion
-from emage_core.kinematics import forward_kinematics, joint_positions, rest_skeleton
-from emage_core.locks import Lock, LockError
-from emage_core.skeleton import JAW, PARTS
-from emage_core.style import (AMPLITUDE_JOINTS, CONTROL_RANGES, EMOTIONS, NEUTRAL, PRESETS, StyleControls,
-                              StyleError, apply_style, describe, parse_style, phrase_boundaries, preset,
-                              rest_posture, tempo_warp)
+from emage_core.motion.kinematics import forward_kinematics, joint_positions, rest_skeleton
+from emage_core.edit.locks import Lock, LockError
+from emage_core.motion.skeleton import JAW, PARTS
+from emage_core.edit.style import (
+    AMPLITUDE_JOINTS,
+    CONTROL_RANGES,
+    EMOTIONS,
+    NEUTRAL,
+    PRESETS,
+    StyleControls,
+    StyleError,
+    apply_style,
+    describe,
+    parse_style,
+    phrase_boundaries,
+    preset,
+    rest_posture,
+    tempo_warp,
+)
 
 BEAT2 = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "beat2"
 REAL_CLIP = BEAT2 / "2_scott_0_1_1.npz"
@@ -51,7 +64,7 @@ def _synthetic(T: int = 300, seed: int = 0) -> Motion:
 def real() -> Motion:
     if not REAL_CLIP.exists():
         pytest.skip(f"needs the real BEAT2 clip {REAL_CLIP} (shared test data beside the repository); absent here")
-    from emage_core.beat2 import read_beat2
+    from emage_core.motion.beat2 import read_beat2
     return read_beat2(REAL_CLIP)
 
 

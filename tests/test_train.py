@@ -12,13 +12,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from emage_core import hub
-from emage_core.beat2 import read_beat2, sidecar_path, write_beat2
-from emage_core.cli_train import SIZE_NAMES, add_train_parsers
-from emage_core.inference import run
-from emage_core.motion import Motion
-from emage_core.pipeline import EmageGenerator
-from emage_core.train import SIZES, TrainConfig, make_configs, mask_ratio, train
+from emage_core.models import hub
+from emage_core.motion.beat2 import read_beat2, sidecar_path, write_beat2
+from emage_core.cli.train import SIZE_NAMES, add_train_parsers
+from emage_core.models.emage.inference import run
+from emage_core.motion.clip import Motion
+from emage_core.generate.emage import EmageGenerator
+from emage_core.train.emage import SIZES, TrainConfig, make_configs, mask_ratio, train
 
 from conftest import EMAGE_REF, REPO
 
@@ -123,8 +123,8 @@ def test_configs_have_the_released_keys():
 
 
 def test_dead_codes_restart_from_encoder_outputs():
-    from emage_core.model import EmageModels
-    from emage_core.train import _restart_dead_codes
+    from emage_core.models.emage.model import EmageModels
+    from emage_core.train.emage import _restart_dead_codes
 
     audio_cfg, parts = make_configs("tiny", **SMALL)
     models = EmageModels.from_configs(audio_cfg, parts)
@@ -204,7 +204,7 @@ def test_generate_command_works_offline_with_no_weights(tmp_path):
 def test_aligned_audio_adds_no_parameters_and_lets_a_frame_read_its_own_audio():
     """The flag changes the forward only: same state_dict; a change to one audio frame then moves
     that frame's face output most, where the released forward spreads it over the window."""
-    from emage_core.model import EmageModels
+    from emage_core.models.emage.model import EmageModels
 
     assert make_configs("tiny")[0]["aligned_audio"] is True
     assert "aligned_audio" not in make_configs("tiny", aligned_audio=False)[0]

@@ -9,10 +9,10 @@ import torch
 
 from emage_core import metrics
 from emage_core.audio import load_audio
-from emage_core.inference import plan_windows, run
-from emage_core.kinematics import joint_positions
-from emage_core.motion import Motion
-from emage_core.pipeline import EmageGenerator
+from emage_core.models.emage.inference import plan_windows, run
+from emage_core.motion.kinematics import joint_positions
+from emage_core.motion.clip import Motion
+from emage_core.generate.emage import EmageGenerator
 
 from emage_core.assets import EXAMPLE_SPEECH as EXAMPLES
 
@@ -100,7 +100,7 @@ def test_generate_rejects_bad_overlap(gen, speech):
 
 def test_face_from_its_latent_changes_only_the_face(gen, speech):
     """snap_face=False decodes the predicted face latent as it is: same body, a different face."""
-    from emage_core.skeleton import JAW
+    from emage_core.motion.skeleton import JAW
 
     wav = speech[: 2 * 16000]  # 60 frames: one window, so the body cannot differ through seeds
     snapped, free = (gen.generate(wav, seed=0, snap_face=s)[0] for s in (True, False))
@@ -122,7 +122,7 @@ def test_cli_reference_decoding_flags(gen, tmp_path):
 
     import soundfile as sf
 
-    from emage_core.beat2 import read_beat2
+    from emage_core.motion.beat2 import read_beat2
 
     wav = load_audio(sorted(EXAMPLES.glob("*.wav"))[0])[: int(16000 * 4.5)]  # 135 frames: three windows
     path = tmp_path / "s.wav"

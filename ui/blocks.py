@@ -7,9 +7,9 @@ import gradio as gr
 
 from emage_core import __version__
 from emage_core.assets import example_speech
-from emage_core.jobs import MAX_VARIANTS, RENDERERS, VIEWS
-from emage_core.skeleton import PART_NAMES
-from emage_core.style import CONTROL_RANGES, EMOTIONS, NEUTRAL
+from emage_core.serve.jobs import MAX_VARIANTS, RENDERERS, VIEWS
+from emage_core.motion.skeleton import PART_NAMES
+from emage_core.edit.style import CONTROL_RANGES, EMOTIONS, NEUTRAL
 
 from .studio import N_OUTPUTS, Studio, default_choice, emotion_note, guidance_update, model_choices, model_info
 

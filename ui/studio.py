@@ -19,15 +19,24 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from emage_core import hub
+from emage_core.models import hub
 from emage_core.audio import AudioError, load_audio
-from emage_core.beat2 import MotionFileError, read_beat2
-from emage_core.jobs import (BUNDLED, HUB_PREFIX, LOCAL_PREFIX, MAX_VARIANTS, JobSettings, check_model,
-                             estimated_seconds, local_checkpoints, resolve_model)
-from emage_core.locks import LockError, locks_from_rows, validate_locks
-from emage_core.outputs import Sweeper, remove_older_than, scrub_paths
-from emage_core.style import preset
-from emage_core.worker import GenerationWorker, JobRequest, QueueFull
+from emage_core.motion.beat2 import MotionFileError, read_beat2
+from emage_core.serve.jobs import (
+    BUNDLED,
+    HUB_PREFIX,
+    LOCAL_PREFIX,
+    MAX_VARIANTS,
+    JobSettings,
+    check_model,
+    estimated_seconds,
+    local_checkpoints,
+    resolve_model,
+)
+from emage_core.edit.locks import LockError, locks_from_rows, validate_locks
+from emage_core.serve.outputs import Sweeper, remove_older_than, scrub_paths
+from emage_core.edit.style import preset
+from emage_core.serve.worker import GenerationWorker, JobRequest, QueueFull
 
 from .timeline import draw_timeline
 

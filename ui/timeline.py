@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from emage_core.locks import Lock
-from emage_core.skeleton import PART_NAMES
+from emage_core.edit.locks import Lock
+from emage_core.motion.skeleton import PART_NAMES
 
 _COLORS = {"face": (231, 111, 81), "upper": (42, 157, 143), "hands": (233, 196, 106),
            "lower": (38, 70, 83), "global": (155, 93, 229)}

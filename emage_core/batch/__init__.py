@@ -21,9 +21,9 @@ The manifest (YAML; paths are relative to the manifest's folder)::
         temperature: 0.8           # 0 = most likely codes (seeds then give identical motions)
         overlap: 8                 # frames crossfaded where generation windows meet (0 = the reference's, 0-28)
       - name: sad
-        style: {preset: sadness, intensity: 0.8}     # emotion preset (emage_core.style.PRESETS)
+        style: {preset: sadness, intensity: 0.8}     # emotion preset (emage_core.edit.style.PRESETS)
       - name: big
-        style: {amplitude: 1.3}                      # explicit controls (emage_core.style.CONTROL_RANGES)
+        style: {amplitude: 1.3}                      # explicit controls (emage_core.edit.style.CONTROL_RANGES)
       - name: kept
         locks: ["upper:1-2.5"]                       # PART:START-END seconds, kept from the reference
         reference: refs/ref.npz                      # a BEAT2 .npz, or a mapping clip id -> .npz
@@ -95,14 +95,57 @@ from __future__ import annotations
 
 from .backends import LocalBackend, RayBackend
 from .cli import add_batch_parser, cmd_batch
-from .manifest import (CONDITION_KEYS, LAYOUT_KEYS, MAX_VARIANTS, NAME_RE, RENDER_KEYS, RENDER_VIEWS, RENDERERS,
-                       TOP_KEYS, Clip, Condition, Node, RenderSettings, Study, StudyError, compose_manifest,
-                       load_study)
-from .plan import (COUNTERBALANCING_RULE, SPEC_FORMAT, WORK, Inputs, ModelInfo, MotionItem, Plan, Stimulus,
-                   first_on_left, hash_inputs, model_info, motion_spec, plan_study, sha256_file, sha256_json,
-                   side_counts, stimulus_spec)
-from .run import (KEY_COLUMNS, KEY_FILE, MANIFEST_FILE, STIMULUS_RE, Records, StudyResult, atomic_write, key_rows,
-                  run_study, software_versions, study_manifest, summary)
+from .manifest import (
+    CONDITION_KEYS,
+    LAYOUT_KEYS,
+    MAX_VARIANTS,
+    NAME_RE,
+    RENDER_KEYS,
+    RENDER_VIEWS,
+    RENDERERS,
+    TOP_KEYS,
+    Clip,
+    Condition,
+    Node,
+    RenderSettings,
+    Study,
+    StudyError,
+    compose_manifest,
+    load_study,
+)
+from .plan import (
+    COUNTERBALANCING_RULE,
+    SPEC_FORMAT,
+    WORK,
+    Inputs,
+    ModelInfo,
+    MotionItem,
+    Plan,
+    Stimulus,
+    first_on_left,
+    hash_inputs,
+    model_info,
+    motion_spec,
+    plan_study,
+    sha256_file,
+    sha256_json,
+    side_counts,
+    stimulus_spec,
+)
+from .run import (
+    KEY_COLUMNS,
+    KEY_FILE,
+    MANIFEST_FILE,
+    STIMULUS_RE,
+    Records,
+    StudyResult,
+    atomic_write,
+    key_rows,
+    run_study,
+    software_versions,
+    study_manifest,
+    summary,
+)
 from .tasks import generate_motion, render_stimulus
 
 __all__ = [

@@ -22,7 +22,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 TOP_KEYS = ("study", "seed", "speech", "defaults", "conditions", "render", "layouts")
 CONDITION_KEYS = ("name", "model", "revision", "seeds", "variants", "temperature", "crossfade", "locks",
                   "reference", "style", "overlap")
-DEFAULT_OVERLAP = 8  # = emage_core.inference.DEFAULT_OVERLAP (a test keeps them equal); the manifest stays torch-free
+DEFAULT_OVERLAP = 8  # = emage_core.models.emage.inference.DEFAULT_OVERLAP (a test keeps them equal); the manifest stays torch-free
 MAX_OVERLAP = 28
 RENDER_KEYS = ("view", "size", "renderer", "show_labels", "audio")
 LAYOUT_KEYS = ("singles", "pairs")
@@ -193,7 +193,7 @@ class Condition:
     crossfade: float
     locks: list[str]  # "part:start-end", checked
     references: dict[str, Path]  # clip id -> reference .npz (each clip, when there are locks)
-    style: Any = None  # emage_core.style.StyleControls or None
+    style: Any = None  # emage_core.edit.style.StyleControls or None
     overlap: int = DEFAULT_OVERLAP  # frames crossfaded between generation windows (0 = the reference's)
 
 
@@ -376,7 +376,7 @@ def _read_condition(node: Node, defaults: Node | None, where: str, base: Path, c
 
 def _read_model(node: Node | None, where: str, base: Path, check: _Checker) -> tuple[str | None, int]:
     """``default`` / ``bundled`` / ``hub:owner/name`` / ``local:folder`` / a folder / a Hub repo id."""
-    from .. import hub
+    from ..models import hub
 
     if node is None or node.value is None:
         return None, node.line if node else 0
@@ -405,8 +405,8 @@ def _read_model(node: Node | None, where: str, base: Path, check: _Checker) -> t
 
 
 def _read_locks(node: Node, where: str, check: _Checker) -> list[str]:
-    from ..locks import Lock, LockError
-    from ..skeleton import PARTS
+    from ..edit.locks import Lock, LockError
+    from ..motion.skeleton import PARTS
 
     out = []
     for item in check.items(node, where):
@@ -429,7 +429,7 @@ def _read_locks(node: Node, where: str, check: _Checker) -> list[str]:
 
 def _read_references(node: Node, where: str, base: Path, clip_ids: list[str], check: _Checker) -> dict[str, Path]:
     """One .npz for every clip, or a mapping clip id -> .npz (every clip needs one)."""
-    from ..beat2 import MotionFileError, read_beat2
+    from ..motion.beat2 import MotionFileError, read_beat2
 
     if isinstance(node.value, dict):
         entries = {k: v for k, v in node.value.items()}
@@ -466,9 +466,9 @@ def _read_references(node: Node, where: str, base: Path, clip_ids: list[str], ch
 def _read_style(node: Node, where: str, check: _Checker):
     """``style: sadness`` or ``style: {preset: sadness, intensity: 0.8, amplitude: 1.2, ...}`` -> StyleControls."""
     try:
-        from .. import style as style_mod
+        from ..edit import style as style_mod
     except ImportError as e:
-        check.fail(node.line, where, f"style edits need emage_core.style, which cannot be imported here ({e})")
+        check.fail(node.line, where, f"style edits need emage_core.edit.style, which cannot be imported here ({e})")
         return None
     if isinstance(node.value, str):
         node = Node({"preset": node}, node.line, {"preset": node.line})

@@ -145,7 +145,7 @@ class Inputs:
 
 def model_info(source: str | None, revision: str | None) -> ModelInfo:
     """Resolve a checkpoint (downloading a Hub repo if needed) and hash its files, without loading it."""
-    from .. import hub
+    from ..models import hub
 
     resolved = hub.resolve_source(source, revision)
     files = {}
@@ -165,7 +165,7 @@ def model_info(source: str | None, revision: str | None) -> ModelInfo:
 def hash_inputs(study: Study) -> Inputs:
     """sha256 of every input; resolves every model. Raises `StudyError` (with the model's line) if one fails."""
     from ..audio import probe_audio
-    from ..hub import WeightsError
+    from ..models.hub import WeightsError
 
     speech = {c.id: {"file": c.given, "sha256": sha256_file(c.path), "seconds": probe_audio(c.path).duration}
               for c in study.clips}

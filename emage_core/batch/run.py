@@ -25,8 +25,22 @@ from .. import __version__
 from .backends import LocalBackend, RayBackend
 from .tasks import DEFAULT_THREADS
 from .manifest import Study, load_study
-from .plan import (COUNTERBALANCING_RULE, WORK, Inputs, MotionItem, Plan, Stimulus, hash_inputs, motion_spec,
-                   plan_study, sha256_file, sha256_json, side_counts, stimulus_spec, style_dict)
+from .plan import (
+    COUNTERBALANCING_RULE,
+    WORK,
+    Inputs,
+    MotionItem,
+    Plan,
+    Stimulus,
+    hash_inputs,
+    motion_spec,
+    plan_study,
+    sha256_file,
+    sha256_json,
+    side_counts,
+    stimulus_spec,
+    style_dict,
+)
 
 STIMULUS_RE = re.compile(r"stim_\d+\.mp4")
 KEY_FILE = "key.csv"
@@ -451,7 +465,7 @@ def study_manifest(study: Study, inputs: Inputs, plan: Plan, outputs: dict[str, 
     for c in study.conditions.values():
         from_style = None
         if c.style is not None:
-            from ..style import describe
+            from ..edit.style import describe
 
             from_style = describe(c.style)
         conditions[c.name] = {

@@ -35,7 +35,7 @@ def torch_threads(n: int):
 
 
 def _generator(source: str, revision: str | None, device: str | None):
-    from ..pipeline import EmageGenerator
+    from ..generate.emage import EmageGenerator
 
     key = (source, revision, device)
     if key not in _GENERATORS:
@@ -48,8 +48,8 @@ def _generator(source: str, revision: str | None, device: str | None):
 
 def generate_motion(task: dict, speech: bytes, reference: bytes | None) -> dict[str, bytes]:
     """Generate one motion. Returns ``{"npz": BEAT2 .npz bytes, "json": provenance side-car bytes}``."""
-    from ..beat2 import beat2_arrays, npz_bytes, read_beat2
-    from ..locks import Lock
+    from ..motion.beat2 import beat2_arrays, npz_bytes, read_beat2
+    from ..edit.locks import Lock
 
     gen = _generator(task["model"], task["revision"], task["device"])
     locks = [Lock.parse(text) for text in task["locks"]]
@@ -65,7 +65,7 @@ def generate_motion(task: dict, speech: bytes, reference: bytes | None) -> dict[
         # e.g. a Ray node whose copy of a checkpoint folder differs from the driver's
         raise RuntimeError(f"the weights loaded from {task['model']} differ from the ones hashed before the run")
     if task["style"] is not None:
-        from ..style import StyleControls, apply_style
+        from ..edit.style import StyleControls, apply_style
 
         meta = clip.meta
         clip = apply_style(clip, StyleControls(**task["style"]), locks=locks)
@@ -78,8 +78,8 @@ def generate_motion(task: dict, speech: bytes, reference: bytes | None) -> dict[
 def render_stimulus(task: dict, motions: list[bytes], speech: bytes | None) -> bytes:
     """Render one stimulus (one motion, or two side by side) to mp4 bytes."""
     from ..audio import load_audio
-    from ..beat2 import read_beat2
-    from ..render import render_grid
+    from ..motion.beat2 import read_beat2
+    from ..render.mesh import render_grid
 
     clips = [read_beat2(m) for m in motions]
     audio = load_audio(speech, min_seconds=0.0) if speech is not None else None

@@ -21,10 +21,10 @@ from typing import Callable
 
 import numpy as np
 
-from . import __version__
-from .audio import load_audio
-from .beat2 import read_beat2, write_beat2
-from .locks import DEFAULT_CROSSFADE, Lock
+from .. import __version__
+from ..audio import load_audio
+from ..motion.beat2 import read_beat2, write_beat2
+from ..edit.locks import DEFAULT_CROSSFADE, Lock
 
 Progress = Callable[[float, str], None]
 
@@ -82,7 +82,7 @@ def check_model(ref: str | None) -> None:
 
 def resolve_model(ref: str | None) -> str:
     """A checked model reference -> the `EmageGenerator.from_pretrained` source it names."""
-    from . import hub
+    from ..models import hub
 
     check_model(ref)
     if ref is None:
@@ -96,7 +96,7 @@ def resolve_model(ref: str | None) -> str:
 
 def model_label(ref: str | None) -> str:
     """How outputs name a model reference (``None`` is the default)."""
-    from . import hub
+    from ..models import hub
 
     if ref is None:
         default = hub.default_source()
@@ -165,7 +165,7 @@ class JobSettings:
         self.size -= self.size % 2
         if self.compare_neutral and self.variants > MAX_VARIANTS // 2:
             raise ValueError(f"a comparison with neutral shows at most {MAX_VARIANTS // 2} variants per side")
-        from .style import EMOTIONS, StyleControls, preset
+        from ..edit.style import EMOTIONS, StyleControls, preset
 
         if self.emotion not in EMOTIONS:
             raise ValueError(f"emotion must be one of {', '.join(EMOTIONS)}, got {self.emotion!r}")
@@ -211,8 +211,8 @@ def run_job(
     generator_for(source) returns a loaded `EmageGenerator` (callers cache them). ``reference`` is a
     BEAT2 .npz the locked parts come from. Progress: generation 0-0.4, rendering 0.4-1.
     """
-    from .bvh import write_bvh
-    from .render import render_grid
+    from ..motion.bvh import write_bvh
+    from ..render.mesh import render_grid
 
     report = progress or (lambda f, m: None)
     locks = settings.validate()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import rotation
-from .assets import ANNY_BODY
+from ..assets import ANNY_BODY
 from .skeleton import N_JOINTS, PARENTS
 
 #: The baked free body every runtime module reads (made by ``scripts/bake_body.py``).

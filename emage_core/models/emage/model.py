@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .skeleton import HANDS_JOINTS, LOWER_JOINTS, N_EXPRESSIONS, N_JOINTS, UPPER_JOINTS
+from ...motion.skeleton import HANDS_JOINTS, LOWER_JOINTS, N_EXPRESSIONS, N_JOINTS, UPPER_JOINTS
 
 # -----------------------------------------------------------------------------
 # Motion layout: 337 channels per frame = 55 joints x 6D rotation, translation 3, foot contact 4.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .motion import Motion, MotionError
+from .clip import Motion, MotionError
 from .skeleton import N_BETAS, N_EXPRESSIONS, N_JOINTS
 
 #: Default cap on frames read from a file: 10 minutes at 30 fps (the audio limit), plus slack.

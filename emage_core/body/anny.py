@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
-from .kinematics import BODY_ASSET, forward_kinematics
-from .skeleton import N_JOINTS, PARENTS
+from ..motion.kinematics import BODY_ASSET, forward_kinematics
+from ..motion.skeleton import N_JOINTS, PARENTS
 
 __all__ = ["Body", "BodyError", "SMPLX_ENV"]
 

@@ -21,8 +21,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise SystemExit(f"error: {path} is not a file")
     if _looks_like_npz(path):
-        from .beat2 import read_beat2
-        from .skeleton import PARTS
+        from ..motion.beat2 import read_beat2
+        from ..motion.skeleton import PARTS
 
         m = read_beat2(path)
         print(f"motion file:  {path}")
@@ -36,7 +36,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         for label, v in rows.items():
             print(f"  {label:<17} {v[0].size:>4} values  {v.min():+.3f} .. {v.max():+.3f}")
         return 0
-    from .audio import probe_audio
+    from ..audio import probe_audio
 
     info = probe_audio(path)
     print(f"audio file:   {path}")
@@ -59,9 +59,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Speech -> BEAT2 motion file(s) with a JSON provenance side-car each."""
     from tqdm import tqdm
 
-    from .beat2 import read_beat2, sidecar_path, write_beat2
-    from .locks import Lock
-    from .pipeline import EmageGenerator
+    from ..motion.beat2 import read_beat2, sidecar_path, write_beat2
+    from ..edit.locks import Lock
+    from ..generate.emage import EmageGenerator
 
     locks = [Lock.parse(text) for text in args.lock]
     reference = read_beat2(args.reference) if args.reference else None
@@ -69,7 +69,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise SystemExit("error: --lock needs --reference REF.npz (the motion to take the locked parts from)")
     if reference is not None and reference.fps != 30:
         reference = reference.resample(30)
-    from .style import parse_style
+    from ..edit.style import parse_style
 
     overrides = parse_style(args.style).values() if args.style else None
     if overrides:
@@ -149,13 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="explicit control, e.g. amplitude=1.3, tempo=0.8, head_pitch=0.1, fluidity=0.5 (repeatable)")
     p.set_defaults(func=cmd_generate)
 
-    from .cli_train import add_train_parsers
+    from .train import add_train_parsers
 
     add_train_parsers(sub)  # train, metrics
-    from .cli_render import add_render_parser
+    from .render import add_render_parser
 
     add_render_parser(sub)  # render, export
-    from .batch import add_batch_parser
+    from ..batch import add_batch_parser
 
     add_batch_parser(sub)  # batch
     return parser

@@ -597,7 +597,7 @@ def _default_body():
     """The baked free body, loaded once per process."""
     global _BODY
     if _BODY is None:
-        from .body import Body
+        from ..body.anny import Body
 
         _BODY = Body.load()
     return _BODY
@@ -700,8 +700,8 @@ def _mesh_frames(motions, body, view, size, msaa, keep_translation) -> list[Iter
 def _stick_frames(motions, view, size, keep_translation) -> list[Iterator[np.ndarray]]:
     from dataclasses import replace
 
-    from .kinematics import joint_positions
-    from .preview import StickRenderer
+    from ..motion.kinematics import joint_positions
+    from .stick import StickRenderer
 
     joints = [joint_positions(replace(m, trans=_trans(m, keep_translation))) for m in motions]
     renderer = StickRenderer(*size, view=view).fit(np.concatenate(joints))
@@ -797,7 +797,7 @@ def _load_audio_once(audio):
     """Decode a speech file once for all the encoders of a grid (arrays pass through)."""
     if audio is None or isinstance(audio, np.ndarray):
         return audio
-    from .audio import load_audio
+    from ..audio import load_audio
 
     return load_audio(audio, min_seconds=0.0)
 

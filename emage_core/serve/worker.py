@@ -72,7 +72,7 @@ def _worker_main(inbox: mp.Queue, events: mp.Queue, cancel: mp.Event, device: st
     import torch
 
     from .jobs import resolve_model, run_job
-    from .pipeline import EmageGenerator
+    from ..generate.emage import EmageGenerator
 
     loaded: dict[str | None, EmageGenerator] = {}
 

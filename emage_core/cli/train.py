@@ -17,7 +17,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume) and say where the checkpoint is."""
     import torch
 
-    from .train import TrainConfig, train
+    from ..train.emage import TrainConfig, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -37,10 +37,10 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     """Print BC, jerk and the jaw-envelope correlation of each motion (+ L1 diversity of several)."""
     import numpy as np
 
-    from .audio import load_audio
-    from .beat2 import read_beat2
-    from .kinematics import joint_positions
-    from .metrics import l1_diversity, motion_metrics
+    from ..audio import load_audio
+    from ..motion.beat2 import read_beat2
+    from ..motion.kinematics import joint_positions
+    from ..metrics import l1_diversity, motion_metrics
 
     wav = load_audio(args.audio)
     motions = [read_beat2(p) for p in args.motion]

@@ -35,10 +35,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .audio import SAMPLE_RATE, load_audio
-from .beat2 import read_beat2
-from .motion import Motion
-from .skeleton import FOOT_JOINTS, HANDS_JOINTS, JAW, JOINT_NAMES, LOWER_JOINTS, N_JOINTS, UPPER_JOINTS
+from ..audio import SAMPLE_RATE, load_audio
+from ..motion.beat2 import read_beat2
+from ..motion.clip import Motion
+from ..motion.skeleton import FOOT_JOINTS, HANDS_JOINTS, JAW, JOINT_NAMES, LOWER_JOINTS, N_JOINTS, UPPER_JOINTS
 
 __all__ = [
     "FPS", "WINDOW", "SAMPLES_PER_FRAME", "EMOTIONS", "CONTACT_SPEED",
@@ -183,7 +183,7 @@ def contact_from_positions(feet: np.ndarray, fps: float = FPS, speed: float = CO
 
 def foot_contact(motion: Motion, speed: float = CONTACT_SPEED) -> np.ndarray:
     """(T, 4) contact of the ankles (7, 8) and toes (10, 11), from forward kinematics."""
-    from .kinematics import joint_positions
+    from ..motion.kinematics import joint_positions
 
     pos = np.asarray(joint_positions(motion))  # (T, 55, 3)
     return contact_from_positions(pos[:, list(FOOT_JOINTS)], motion.fps, speed)

@@ -7,7 +7,7 @@ A checkpoint uses the layout of the released ``H-Liu1997/emage_audio`` repo::
     emage_vq/global/config.json + weights                        the global-motion autoencoder
 
 This module only finds and reads files: it returns configs (``dict``) and state dicts
-(``dict[str, torch.Tensor]``); building the networks is `emage_core.model`'s job.
+(``dict[str, torch.Tensor]``); building the networks is `emage_core.models.emage.model`'s job.
 
 Downloads go through ``huggingface_hub.snapshot_download``, so the usual settings apply:
 ``HF_HOME`` / ``HF_HUB_CACHE`` (where the cache lives), ``HF_HUB_OFFLINE=1`` (never touch the
@@ -37,6 +37,8 @@ from huggingface_hub import HfApi, constants, is_offline_mode, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError, RevisionNotFoundError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors.torch import load_file
+
+from ..assets import CHECKPOINTS
 
 try:  # huggingface_hub >= 2: snapshot_download caches each commit's file listing
     from huggingface_hub import get_cached_repo_tree
@@ -144,7 +146,7 @@ def default_repo_id() -> str:
     return os.environ.get(REPO_ID_ENV) or DEFAULT_REPO_ID
 
 
-BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "emage_studio_default"
+BUNDLED_CHECKPOINT = CHECKPOINTS / "emage_studio_default"
 """The small checkpoint shipped inside the package (trained on a BEAT2 sample: see its README.md)."""
 
 

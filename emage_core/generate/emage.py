@@ -20,14 +20,15 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from . import __version__, hub
-from .audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, load_audio
-from .inference import DEFAULT_OVERLAP, default_motion, max_overlap, run
-from .locks import DEFAULT_CROSSFADE, Lock, apply_locks, part_frame_masks, validate_locks
-from .model import MOTION_DIM, TRANS_SLICE, EmageModels
-from .motion import Motion
-from .skeleton import N_JOINTS, PARTS
-from .style import NEUTRAL, StyleControls, apply_style, preset
+from .. import __version__
+from ..models import hub
+from ..audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, load_audio
+from ..models.emage.inference import DEFAULT_OVERLAP, default_motion, max_overlap, run
+from ..edit.locks import DEFAULT_CROSSFADE, Lock, apply_locks, part_frame_masks, validate_locks
+from ..models.emage.model import MOTION_DIM, TRANS_SLICE, EmageModels
+from ..motion.clip import Motion
+from ..motion.skeleton import N_JOINTS, PARTS
+from ..edit.style import NEUTRAL, StyleControls, apply_style, preset
 
 Progress = Callable[[float, str], None]
 FPS = 30
@@ -82,7 +83,7 @@ class EmageGenerator:
                         device: str | torch.device | None = None) -> "EmageGenerator":
         """Load the six sub-models from a local folder in the Hub layout or a Hub repo id.
 
-        ``source=None`` takes the default (see `emage_core.hub.default_source`). Weights load with
+        ``source=None`` takes the default (see `emage_core.models.hub.default_source`). Weights load with
         ``strict=True``: a checkpoint of another architecture fails here, not at generation time.
         """
         ckpt = hub.load_checkpoint(source, revision)

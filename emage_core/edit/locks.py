@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import rotation
-from .motion import Motion
-from .skeleton import PARTS
+from ..motion import rotation
+from ..motion.clip import Motion
+from ..motion.skeleton import PARTS
 
 DEFAULT_CROSSFADE = 0.2  # seconds
 

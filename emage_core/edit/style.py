@@ -82,11 +82,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy.ndimage import distance_transform_edt, gaussian_filter1d
 
-from . import rotation
-from .kinematics import joint_positions
+from ..motion import rotation
+from ..motion.kinematics import joint_positions
 from .locks import Lock, crossfade_weights, part_frame_masks, validate_locks
-from .motion import Motion
-from .skeleton import HANDS_JOINTS, JAW, N_JOINTS, PARENTS, PARTS, UPPER_JOINTS, joint_index
+from ..motion.clip import Motion
+from ..motion.skeleton import HANDS_JOINTS, JAW, N_JOINTS, PARENTS, PARTS, UPPER_JOINTS, joint_index
 
 __all__ = [
     "StyleControls", "StyleError", "PRESETS", "EMOTIONS", "CONTROL_RANGES", "preset", "apply_style",

@@ -1,6 +1,6 @@
 """Instant 2D stick-figure preview: joint positions drawn as lines, seen from the front.
 
-No OpenGL and no body mesh: joints come from `emage_core.kinematics.joint_positions`, are
+No OpenGL and no body mesh: joints come from `emage_core.motion.kinematics.joint_positions`, are
 projected orthographically onto the X-Y plane (the viewer stands on +Z, which the rest pose
 faces, so the character's left is on the image's right) and drawn with Pillow. A 256x256 frame
 takes well under 5 ms, so previews appear before a mesh render could start.
@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .skeleton import JOINT_NAMES, PARENTS
+from ..motion.skeleton import JOINT_NAMES, PARENTS
 
 __all__ = ["STICK_BONES", "StickRenderer"]
 

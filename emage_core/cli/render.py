@@ -14,8 +14,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     """One motion -> OUT.mp4; 2-4 motions -> a side-by-side OUT.mp4 plus OUT_cell<k>.mp4 each."""
     from tqdm import tqdm
 
-    from .beat2 import read_beat2
-    from .render import render_grid
+    from ..motion.beat2 import read_beat2
+    from ..render.mesh import render_grid
 
     motions = [read_beat2(p) for p in args.motions]
     if args.labels is not None:
@@ -26,7 +26,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         labels = None  # a single clip needs no name on it unless asked for
     audio = None
     if args.audio:
-        from .audio import load_audio
+        from ..audio import load_audio
 
         audio = load_audio(args.audio)
     out = Path(args.output)
@@ -50,8 +50,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Motion (.npz) -> BVH for animation tools."""
-    from .beat2 import read_beat2
-    from .bvh import write_bvh
+    from ..motion.beat2 import read_beat2
+    from ..motion.bvh import write_bvh
 
     motion = read_beat2(args.motion)
     out = Path(args.output)

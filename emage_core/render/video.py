@@ -214,7 +214,7 @@ def _prepare_audio(audio: AudioInput) -> np.ndarray | None:
         if not np.isfinite(a).all():
             raise VideoError("audio contains NaN or infinite samples")
         return a
-    from .audio import load_audio
+    from ..audio import load_audio
 
     # min_seconds=0: a clip's speech can be very short; the length is fitted to the video anyway.
     return load_audio(audio, min_seconds=0.0)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .kinematics import _axis_angle_to_matrix_np, rest_skeleton
-from .motion import Motion
+from .clip import Motion
 from .skeleton import JOINT_NAMES, N_JOINTS
 
 __all__ = ["write_bvh", "matrix_to_euler_zxy", "BVH_SCALE"]

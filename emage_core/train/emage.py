@@ -45,9 +45,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from . import __version__
-from .hub import CONFIG_NAME, SUBMODEL_FOLDERS, SUBMODELS, load_checkpoint
-from .model import FACE_DIM, HANDS_DIM, LOWER_DIM, UPPER_DIM, VQ_PARTS, EmageModels
+from .. import __version__
+from ..models.hub import CONFIG_NAME, SUBMODEL_FOLDERS, SUBMODELS, load_checkpoint
+from ..models.emage.model import FACE_DIM, HANDS_DIM, LOWER_DIM, UPPER_DIM, VQ_PARTS, EmageModels
 
 __all__ = ["SIZES", "TrainConfig", "make_configs", "save_pretrained", "train", "autoencoder_losses", "audio_losses",
            "part_targets", "mask_ratio"]

@@ -44,9 +44,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import rotation
+from ...motion import rotation
 from .model import MOTION_DIM, TRANS_SLICE, VQ_PARTS, EmageModels
-from .skeleton import HANDS_JOINTS, JAW, LOWER_JOINTS, N_JOINTS, UPPER_JOINTS
+from ...motion.skeleton import HANDS_JOINTS, JAW, LOWER_JOINTS, N_JOINTS, UPPER_JOINTS
 
 __all__ = ["EmageModels", "Window", "plan_windows", "default_motion", "decode_parts", "decode_latents", "global_translation", "max_overlap",
            "run"]

@@ -1,0 +1,4 @@
+"""The command line, ``python -m emage_core <command>``: one module per group of commands."""
+from .main import build_parser, main
+
+__all__ = ["build_parser", "main"]

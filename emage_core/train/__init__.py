@@ -1,0 +1,1 @@
+"""Training: datasets in the BEAT2 layouts (`data`), learned labels, EMAGE's two-stage training (`emage`)."""
