@@ -33,7 +33,7 @@ def main() -> None:
             for run in ("first request (loads the model)", "second request"):
                 t0 = time.perf_counter()
                 req = JobRequest(run[:5], args.speech, f"{tmp}/{run[:5]}",
-                                 JobSettings(seed=1, size=args.size, renderer=args.renderer))
+                                 JobSettings.of(seed=1, size=args.size, renderer=args.renderer))
                 last = list(worker.submit(req))[-1]
                 assert last.kind == "done", last.message
                 print(f"{run:<34} {seconds:5.1f} s of speech -> video in {time.perf_counter() - t0:5.1f} s")

@@ -24,8 +24,10 @@ from emage_core.motion.beat2 import write_beat2
 from emage_core.serve.jobs import JobSettings
 from emage_core.motion.clip import Motion
 from emage_core.serve.worker import GenerationWorker, JobRequest
-from emage_core.serve.jobs import BUNDLED, resolve_model
-from ui.studio import N_OUTPUTS, Studio, model_choices
+from emage_core.generate.registry import ModelRefError, parse_ref
+from ui.studio import Studio, model_choices
+
+BUNDLED = "bundled"  # the API's older spelling of the default EMAGE model: still accepted
 
 FAST = dict(variants=1, seed=3, temperature=0.0, view="full", size=128, show_labels=True, renderer="stick")
 
@@ -44,10 +46,10 @@ def studio(tmp_path_factory):
     s.close()
 
 
-def _run(studio, speech, *, lock_rows=None, **kw):
-    """The Generate handler as the page calls it (FAST settings unless given); its last output."""
-    outs = list(studio.generate(speech, **{"model": BUNDLED, **FAST, **kw}, lock_rows=lock_rows or [["", None, None]],
-                                progress=lambda *a, **k: None))
+def _run(studio, speech, *, lock_rows=None, handler="generate", **kw):
+    """A page handler as the page calls it (FAST settings unless given); its final named result."""
+    outs = list(getattr(studio, handler)(speech, **{"model": BUNDLED, **FAST, **kw},
+                                         lock_rows=lock_rows or [["", None, None]], progress=lambda *a, **k: None))
     return outs[-1]
 
 
@@ -56,11 +58,11 @@ def _run(studio, speech, *, lock_rows=None, **kw):
 
 def test_generate_handler_returns_every_output(studio, tmp_path):
     out = _run(studio, str(_speech(tmp_path / "s.wav")), variants=2, temperature=0.9)
-    assert len(out) == N_OUTPUTS
-    status, grid, *cells = out[:2 + 4]
-    files, meta, previous = out[-3:]
-    assert "2 variant(s)" in status and Path(grid).is_file()
-    assert [c["visible"] for c in cells] == [True, True, False, False]
+    assert set(out) == {"status", "grid", "cells", "files", "meta", "previous"}
+    status, grid, cells, files, meta, previous = (out[k] for k in ("status", "grid", "cells", "files", "meta",
+                                                                   "previous"))
+    assert "2 video(s)" in status and Path(grid).is_file()
+    assert len(cells) == 2 and all(Path(c).is_file() for c in cells)  # each variant's own video
     names = sorted(Path(f).name for f in files)
     assert names == ["emage_outputs.zip", "metadata.json", "variant_1.bvh", "variant_1.npz", "variant_2.bvh",
                      "variant_2.npz"]
@@ -70,16 +72,16 @@ def test_generate_handler_returns_every_output(studio, tmp_path):
 
 
 def test_emotion_vs_neutral_is_an_honest_explicit_edit(studio, tmp_path):
-    out = _run(studio, str(_speech(tmp_path / "s.wav")), emotion="sadness", intensity=0.8, compare_neutral=True,
+    out = _run(studio, str(_speech(tmp_path / "s.wav")), emotion="sadness", intensity=0.8, handler="compare_neutral",
                amplitude=0.5)
-    meta = out[-2]
-    names = sorted(Path(f).name for f in out[-3])
+    meta = out["meta"]
+    names = sorted(Path(f).name for f in out["files"])
     assert "neutral_1.npz" in names and "variant_1.npz" in names
     assert meta["emotion"]["learned"] is None  # the bundled model knows no emotions
     explicit = meta["emotion"]["explicit"]
     assert explicit["kind"] == "explicit edit" and explicit["preset"] == "sadness"
     assert explicit["controls"]["amplitude"] == 0.5 and explicit["edited"] is True  # the slider override
-    emo, neutral = (np.load(Path(out[-1]).parent / f"{n}.npz")["poses"] for n in ("variant_1", "neutral_1"))
+    emo, neutral = (np.load(Path(out["previous"]).parent / f"{n}.npz")["poses"] for n in ("variant_1", "neutral_1"))
     assert emo.shape == neutral.shape and not np.allclose(emo, neutral)
     assert meta["seeds"][0] == meta["seeds"][1]  # same seed on both sides
 
@@ -138,14 +140,14 @@ def _folders(studio) -> set:
 
 
 @pytest.mark.parametrize("setting, value, match", [
-    ("seed", 2**70, "seed must be 0-4,294,967,291"),
+    ("seed", 2**70, "seed must be a whole number 0-4,294,967,279"),
     ("variants", 9, "variants must be 1-4"),
     ("size", 4096, "video size must be 64-1024 pixels"),
     ("temperature", 7, "temperature must be 0-2"),
     ("intensity", 9, "intensity"),
     ("view", "side", "view must be one of full, upper, face"),
-    ("model", "hub:/etc", "not a Hugging Face repo id"),
-    ("model", "local:/etc", "unknown model"),
+    ("model", "hub:/etc", "neither a Hugging Face repo id"),
+    ("model", "local:/etc", "unknown local checkpoint"),
 ])
 def test_every_setting_is_checked_before_any_work(studio, tmp_path, setting, value, match):
     before = _folders(studio)
@@ -155,7 +157,7 @@ def test_every_setting_is_checked_before_any_work(studio, tmp_path, setting, val
 
 
 def test_odd_video_size_is_rounded_to_even(studio, tmp_path):
-    meta = _run(studio, str(_speech(tmp_path / "s.wav", 1.0)), size=129)[-2]
+    meta = _run(studio, str(_speech(tmp_path / "s.wav", 1.0)), size=129)["meta"]
     assert meta["settings"]["size"] == 128
 
 
@@ -171,11 +173,11 @@ def test_costly_request_is_refused_up_front_with_the_limit(studio, tmp_path):
 
 def test_outputs_and_messages_name_no_server_path(studio, tmp_path):
     out = _run(studio, str(_speech(tmp_path / "s.wav", 1.0)))
-    status, meta = out[0], out[-2]
-    text = status + json.dumps(meta) + Path(out[-1]).with_suffix(".json").read_text()
+    status, meta = out["status"], out["meta"]
+    text = status + json.dumps(meta) + Path(out["previous"]).with_suffix(".json").read_text()
     for secret in (str(REPO), str(studio.root), str(tmp_path), "/tmp", os.uname().release):
         assert secret not in text, secret
-    assert meta["model_id"] == "bundled" and meta["weights"]["source"] == "bundled"
+    assert meta["model_id"] == "emage" and meta["weights"]["source"] == "emage"  # the reference, not a folder
     # a bad upload in a server folder: the message names the file only
     (tmp_path / "upload").mkdir()
     bad = tmp_path / "upload" / "mine.npz"
@@ -199,23 +201,23 @@ def test_another_sessions_result_is_not_a_reference(studio, tmp_path):
             self.session_hash, self.headers, self.client = session, {}, type("C", (), {"host": session})()
 
     first = list(studio.generate(str(_speech(tmp_path / "s.wav")), **FAST, request=Req("alice"), progress=_noprogress))[-1]
-    theirs = first[-1]
+    theirs = first["previous"]
     kw = dict(lock_rows=[["upper", 0, 1]], reference=theirs, progress=_noprogress, **FAST)
     with pytest.raises(gr.Error, match="must be a motion you uploaded or generated in this session"):
         list(studio.generate(str(_speech(tmp_path / "s.wav")), request=Req("mallory"), **kw))
-    assert list(studio.generate(str(_speech(tmp_path / "s.wav")), request=Req("alice"), **kw))[-1][0].startswith("Done")
+    assert list(studio.generate(str(_speech(tmp_path / "s.wav")), request=Req("alice"), **kw))[-1]["status"].startswith("Done")
 
 
 def test_one_request_per_client_and_abandoned_requests_are_cancelled(studio, tmp_path):
     speech = str(_speech(tmp_path / "s.wav", 4.0))
     before = _folders(studio)
     first = studio.generate(speech, **{**FAST, "renderer": "mesh"}, progress=_noprogress)
-    assert next(first)[0].startswith(("Working", "Waiting"))
+    assert next(first)["status"].startswith(("Working", "Waiting"))
     with pytest.raises(gr.Error, match="already have 1 request"):
         next(studio.generate(speech, **FAST, progress=_noprogress))
     first.close()  # the client went away: the job is cancelled and its folder removed
     assert _folders(studio) == before
-    assert _run(studio, speech)[0].startswith("Done")  # the worker is free again
+    assert _run(studio, speech)["status"].startswith("Done")  # the worker is free again
 
 
 def test_failed_jobs_leave_nothing_behind(studio, tmp_path):
@@ -244,11 +246,11 @@ def test_retention_sweeps_without_new_traffic(tmp_path):
 def test_lock_to_previous_result(studio, tmp_path):
     speech = str(_speech(tmp_path / "s.wav"))
     first = _run(studio, speech)
-    previous = first[-1]
+    previous = first["previous"]
     second = _run(studio, speech, lock_rows=[["hands", 0.5, 1.5]], use_previous=True, previous=previous)
-    meta = second[-2]
-    assert meta["settings"]["locks"] == ["hands:0.5-1.5"] and meta["reference_sha256"]
-    a, b = (np.load(p)["poses"].reshape(-1, 55, 3) for p in (previous, second[-1]))
+    meta = second["meta"]
+    assert meta["settings"]["generation"]["locks"] == ["hands:0.5-1.5"] and meta["reference_sha256"]
+    a, b = (np.load(p)["poses"].reshape(-1, 55, 3) for p in (previous, second["previous"]))
     assert np.allclose(a[15:45, 25:55], b[15:45, 25:55], atol=1e-5)
 
 
@@ -267,15 +269,19 @@ def test_model_selector_offers_only_known_sources(tmp_path, monkeypatch):
     (ckpt / "config.json").write_text("{}")
     monkeypatch.setenv("EMAGE_CHECKPOINT_DIRS", str(tmp_path / "ckpts"))
     values = [v for _, v in model_choices()]
-    assert BUNDLED in values and "local:mine" in values
+    assert "emage" in values and "emage:local:mine" in values
     assert not any(str(tmp_path) in v for v in values)  # the page never sees a server path
-    assert resolve_model(BUNDLED) == str(hub.BUNDLED_CHECKPOINT)
-    assert resolve_model("local:mine") == str(ckpt)
-    for bad, match in (("local:/etc", "unknown model"), ("hub:/etc", "not a Hugging Face repo id"),
-                       ("hub:../../x", "not a Hugging Face repo id"), ("/etc", "unknown model"),
-                       ("hub:name", "owner/name")):
-        with pytest.raises(ValueError, match=match):
-            resolve_model(bad)
+    app = lambda ref: parse_ref(ref, allow_paths=False)  # references from users: never a path
+    assert app(BUNDLED) == app("emage") and app(BUNDLED).load_source() is None  # the bundled default
+    assert app("local:mine").load_source() == ckpt and app("local:mine").label == "emage:local:mine"
+    assert app("hub:owner/name").label == "emage:owner/name"
+    assert isinstance(app("emage:owner/name").load_source(), hub.HubRepo)  # never taken for a folder
+    for bad, match in (("local:/etc", "unknown local checkpoint"), ("hub:/etc", "neither a Hugging Face repo id"),
+                       ("hub:../../x", "neither a Hugging Face repo id"), ("/etc", "unknown model"),
+                       ("hub:name", "owner/name"), ("emage:/etc", "paths on the server are not accepted"),
+                       ("nofamily:x/y", "unknown model")):
+        with pytest.raises(ModelRefError, match=match):
+            app(bad)
 
 
 def test_guidance_slider_is_live_only_for_learned_emotions(tmp_path, monkeypatch):
@@ -298,7 +304,7 @@ def test_guidance_slider_is_live_only_for_learned_emotions(tmp_path, monkeypatch
 
 
 def _req(tmp_path, speech, name, **kw):
-    return JobRequest(name, speech, str(tmp_path / name), JobSettings(**{**FAST, **kw}))
+    return JobRequest(name, speech, str(tmp_path / name), JobSettings.of(**{**FAST, **kw}))
 
 
 def test_worker_survives_a_crash_and_cancellation(tmp_path):
@@ -526,7 +532,7 @@ def test_real_browser_generates_and_downloads(app_url, tmp_path):
         page.locator("input[type=file]").first.set_input_files(str(speech))
         page.get_by_text("Video", exact=True).click()
         page.get_by_label("stick").check()
-        page.get_by_role("button", name="Generate").click()
+        page.get_by_role("button", name="Generate", exact=True).click()
         page.wait_for_function("() => document.body.innerText.includes('Done:')", timeout=120_000)
         duration = page.evaluate("""async () => {
             const v = document.querySelector('video');

@@ -174,8 +174,10 @@ def test_guidance_interpolates_between_unconditional_and_conditional(trained, la
     assert clip.meta["guidance"] == 2.0 and clip.meta["expression"]["learned"] == "happiness"
     with pytest.raises(ValueError, match="guidance needs"):
         gen.generate(labelled["wav"][: 16000], guidance=2.0)
-    with pytest.raises(ValueError, match="no learned emotion 'anger'"):
-        gen.generate(labelled["wav"][: 16000], emotion="anger")
+    explicit = gen.generate(labelled["wav"][: 16000], emotion="anger")[0].meta  # not learned: an explicit edit
+    assert explicit["expression"]["learned"] is None and explicit["expression"]["explicit"]["preset"] == "anger"
+    with pytest.raises(ValueError, match="learned no 'anger'"):
+        gen.generate(labelled["wav"][: 16000], emotion="anger", guidance=2.0)
     with pytest.raises(ValueError, match="out of range"):
         run(models, audio, emotion=2)  # the null row is not a label
 
@@ -272,19 +274,19 @@ def test_jobs_pass_guidance_to_the_learned_emotion_only(trained, labelled, tmp_p
     sf.write(speech, labelled["wav"][: 2 * 16000], 16000)
     gen = EmageGenerator.from_pretrained(trained, device="cpu")
     monkeypatch.setenv("EMAGE_CHECKPOINT_DIRS", str(trained.parent))  # jobs name models, never folders
-    settings = JobSettings(model=f"local:{trained.name}", seed=1, emotion="happiness", guidance=2.0, compare_neutral=True,
+    settings = JobSettings.of(model=f"local:{trained.name}", seed=1, emotion="happiness", guidance=2.0, compare_neutral=True,
                            renderer="stick", size=64)
     result = run_job(speech, settings, tmp_path / "job", generator_for=lambda source: gen)
     meta = json.loads(result.metadata.read_text())
-    assert meta["settings"]["guidance"] == 2.0
+    assert meta["settings"]["generation"]["guidance"] == 2.0
     sides = {p.stem: json.loads(p.with_suffix(".json").read_text()) for p in result.motions}
     assert sides["variant_1"]["guidance"] == 2.0 and sides["variant_1"]["expression"]["learned"] == "happiness"
     assert sides["neutral_1"]["guidance"] == 1.0 and sides["neutral_1"]["expression"]["learned"] is None
     with pytest.raises(ValueError, match="guidance applies to learned emotions only"):
-        run_job(speech, JobSettings(model=f"local:{trained.name}", emotion="sadness", guidance=2.0, renderer="stick", size=64),
+        run_job(speech, JobSettings.of(model=f"local:{trained.name}", emotion="sadness", guidance=2.0, renderer="stick", size=64),
                 tmp_path / "job2", generator_for=lambda source: gen)
     with pytest.raises(ValueError, match="guidance must be 0-5"):
-        JobSettings(guidance=7.0).validate()
+        JobSettings.of(guidance=7.0).validate()
 
 
 def test_cli_generate_speaker(tmp_path):

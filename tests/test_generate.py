@@ -187,7 +187,7 @@ def test_cli_generate_writes_variants_and_sidecars(checkpoint, tmp_path):
         m = read_beat2(tmp_path / "out" / f"clip_{k}.npz")
         meta = json.loads((tmp_path / "out" / f"clip_{k}.json").read_text())
         assert m.n_frames == 60 and meta["seed"] == seed and meta["locks"] == ["upper:0.5-1"]
-        assert meta["crossfade"] == 0.1 and meta["model_id"] == str(checkpoint)
+        assert meta["crossfade"] == 0.1 and meta["model_id"] == f"emage:{checkpoint}"  # a model reference
     bad = subprocess.run([sys.executable, "-m", "emage_core", "generate", str(wav), "-o", str(out),
                           "--weights", str(checkpoint), "--lock", "upper:0.5-1"], capture_output=True, text=True)
     assert bad.returncode != 0 and "--reference" in bad.stderr and "Traceback" not in bad.stderr

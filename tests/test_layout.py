@@ -103,3 +103,47 @@ def test_pip_install_builds_a_package_with_its_data(tmp_path):
                    "emage_core/batch/__init__.py"):
         assert needed in names, needed
     assert not any(n.startswith(("tests/", "ui/", "bench/")) for n in names)
+
+
+# The pipeline's layers, bottom first: a module may import its own layer and the ones below, never above.
+LAYERS = (
+    {"motion", "audio", "assets", "files", "__init__"},  # data types, files, speech
+    {"models"},  # each family's networks and checkpoint loading
+    {"edit"},  # locks and explicit edits of motion (generation applies them)
+    {"generate"},  # the interface, settings, registry, each family's generator
+    {"body", "render", "train", "metrics"},  # what is done with motion
+    {"serve", "batch", "cli", "__main__"},  # the entry points
+)
+
+
+def _layer(module: str) -> int:
+    top = module.split(".")[1] if "." in module else "__init__"
+    if not ((REPO / "emage_core" / top).is_dir() or (REPO / "emage_core" / f"{top}.py").is_file()):
+        top = "__init__"  # a name defined in emage_core/__init__.py, e.g. __version__
+    layer = next((i for i, names in enumerate(LAYERS) if top in names), None)
+    assert layer is not None, f"emage_core.{top} has no layer in LAYERS: add it where it belongs"
+    return layer
+
+
+def test_layers_import_only_downwards():
+    import ast
+
+    package = REPO / "emage_core"
+    problems = []
+    for path in package.rglob("*.py"):
+        rel = path.relative_to(REPO).with_suffix("")
+        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        pkg = module if rel.name == "__init__" else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("emage_core")):
+                base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module
+                targets = [target] if target != "emage_core" else [f"emage_core.{a.name}" for a in node.names]
+                for t in targets:
+                    if t.startswith("emage_core") and _layer(t) > _layer(module):
+                        problems.append(f"{module} imports {t}")
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                if any(n.split(".")[0] == "gradio" for n in names):
+                    problems.append(f"{module} imports gradio")
+    assert not problems, "\n".join(sorted(problems))

@@ -197,7 +197,8 @@ def test_generate_command_works_offline_with_no_weights(tmp_path):
                    cwd=REPO, env=env, check=True, capture_output=True, timeout=120)
     assert read_beat2(out).n_frames == 60
     meta = json.loads(sidecar_path(out).read_text())
-    assert meta["model_id"].endswith("emage_studio_default")
+    assert meta["model_id"] == "emage"  # the family's default: the bundled checkpoint
+    assert meta["weights"]["source"].endswith("emage_studio_default")
     assert meta["weights"]["kind"] == "local" and "model.safetensors" in meta["weights"]["files"]
 
 

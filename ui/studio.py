@@ -1,6 +1,9 @@
 """What the page's controls do: validate input, queue the job on the worker, present the results.
 
-Kept apart from the layout (`ui/blocks.py`) so the handlers can be tested without a browser.
+Kept apart from the layout (`ui/blocks.py`) so the handlers can be tested without a browser. The
+handlers take the page's inputs by name and return named results (``status``, ``grid``, ``cells``,
+``files``, ``meta``, ``previous``); `ui.blocks` maps names to components, so nothing here depends on
+the order of the page's controls.
 """
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,58 +21,64 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from emage_core.models import hub
-from emage_core.audio import AudioError, load_audio
-from emage_core.motion.beat2 import MotionFileError, read_beat2
-from emage_core.serve.jobs import (
-    BUNDLED,
-    HUB_PREFIX,
-    LOCAL_PREFIX,
-    MAX_VARIANTS,
-    JobSettings,
-    check_model,
-    estimated_seconds,
-    local_checkpoints,
-    resolve_model,
-)
+from emage_core.audio import SAMPLE_RATE, AudioError, load_audio
 from emage_core.edit.locks import LockError, locks_from_rows, validate_locks
+from emage_core.edit.style import CONTROL_RANGES, preset
+from emage_core.generate import registry
+from emage_core.generate.registry import ModelRefError, parse_ref
+from emage_core.models import hub
+from emage_core.motion.beat2 import MotionFileError, read_beat2
+from emage_core.motion.clip import DEFAULT_FPS
+from emage_core.serve.jobs import MAX_VIDEOS, JobSettings, estimated_seconds
 from emage_core.serve.outputs import Sweeper, remove_older_than, scrub_paths
-from emage_core.edit.style import preset
 from emage_core.serve.worker import GenerationWorker, JobRequest, QueueFull
 
 from .timeline import draw_timeline
 
 logger = logging.getLogger(__name__)
 
-# status, grid video, one video per variant, downloads, metadata, previous-result state
-N_OUTPUTS = 1 + 1 + MAX_VARIANTS + 1 + 1 + 1
+#: The page's inputs and their initial values. The handlers take the same defaults, so an API call
+#: with the speech alone generates what the page would.
+DEFAULTS = dict(model=None, emotion="neutral", intensity=1.0, lock_rows=None, reference=None, use_previous=False,
+                variants=1, seed=1, temperature=0.0, view="full", size=384, show_labels=True, renderer="mesh",
+                guidance=1.0, complete_missing=False, compare_with=None, previous=None,
+                **{name: None for name in CONTROL_RANGES})
+CONTROLS = tuple(CONTROL_RANGES)  # the explicit controls' slider names, in order
+MAX_MODELS = MAX_VIDEOS  # models in one comparison
 
 
+# -- the model selector ----------------------------------------------------------------------------
 def model_choices() -> list[tuple[str, str]]:
-    """(label, value) for the model selector: model references, never server paths."""
-    choices = [("Bundled default (offline, small)", BUNDLED),
-               (f"Official EMAGE weights (Hugging Face Hub: {hub.default_repo_id()})", HUB_PREFIX + hub.default_repo_id())]
-    choices += [(f"Local checkpoint: {name}", LOCAL_PREFIX + name) for name in local_checkpoints()]
-    return choices
+    """(label, model reference) for the model selector: every family's sources, never server paths."""
+    return registry.choices()
 
 
 def default_choice() -> str:
     """The selector's initial value: the Hub weights where an operator named a repo (the Space does),
-    else the bundled checkpoint, which works offline."""
-    return HUB_PREFIX + hub.default_repo_id() if os.environ.get(hub.REPO_ID_ENV) else BUNDLED
+    else the default family's bundled checkpoint, which works offline."""
+    if os.environ.get(hub.REPO_ID_ENV):
+        return f"{registry.DEFAULT_FAMILY}:{hub.default_repo_id()}"
+    return registry.DEFAULT_FAMILY
+
+
+def _ref(choice):
+    try:
+        return parse_ref(choice or default_choice(), allow_paths=False)
+    except ModelRefError:
+        return None
 
 
 def model_emotions(choice: str) -> tuple[str, ...]:
     """Emotion labels a checkpoint learned, read from its config.json (the released weights have none)."""
+    ref = _ref(choice)
+    if ref is None or ref.kind == "hub":
+        return ()  # a Hub model's labels are known once it is loaded; explicit edits work meanwhile
+    source = ref.load_source()
+    if source is None:
+        source = getattr(registry.family_class(ref.family), "default_source", lambda: None)()
+    config = Path(source) / "config.json" if source is not None and Path(source).is_dir() else None
     try:
-        source = resolve_model(choice or None)
-    except ValueError:
-        return ()
-    config = Path(source) / "config.json" if Path(source).is_dir() else None
-    if config is None or not config.is_file():
-        return ()
-    try:
-        return tuple(json.loads(config.read_text()).get("emotion_labels") or ())
+        return tuple(json.loads(config.read_text()).get("emotion_labels") or ()) if config else ()
     except (OSError, ValueError):
         return ()
 
@@ -92,14 +100,23 @@ def guidance_update(choice: str, emotion: str) -> dict:
 
 
 def model_info(choice: str) -> str:
-    """Markdown telling which weights a choice loads, honestly."""
-    if choice in (None, "", BUNDLED):
-        return ("**Bundled default**: a small EMAGE model trained by EMAGE Studio on a 63 s BEAT2 sample "
-                "(speaker 2, CC BY-NC 4.0). Works offline; quality is far below the official weights.")
-    if choice.startswith(HUB_PREFIX):
-        return (f"**Official EMAGE** (`{choice[len(HUB_PREFIX):]}`, Liu et al. CVPR 2024), loaded from the "
-                "Hugging Face Hub (about 600 MB on first use, then cached).")
-    return f"**Local checkpoint** `{Path(choice[len(LOCAL_PREFIX):]).name}`"
+    """Markdown telling which weights a choice loads, honestly, and which parts the family generates."""
+    ref = _ref(choice)
+    if ref is None:
+        return f"Unknown model `{choice}`."
+    cls = registry.family_class(ref.family)
+    name = getattr(cls, "display_name", ref.family)
+    if ref.kind == "default":
+        text = f"**{name}, bundled default.** {getattr(cls, 'bundled_note', '')}"
+    elif ref.kind == "hub":
+        text = f"**{name}** weights `{ref.source}` from the Hugging Face Hub (downloaded on first use, then cached)."
+    else:
+        text = f"**{name}**, local checkpoint `{ref.source}`."
+    parts = getattr(cls, "parts_generated", None)
+    if parts is not None:
+        text += (f" It generates {', '.join(parts)} only; the other parts stay at rest unless 'complete the "
+                 "other parts with EMAGE' is ticked.")
+    return text
 
 
 def _env_float(name: str, default: float) -> float:
@@ -138,7 +155,7 @@ class Studio:
         """The limits, stated up front on the page."""
         return (f"Limits: speech up to {self.max_speech_s / 60:g} min; {self.jobs_per_client} request(s) at a time "
                 f"per user; a request may use about {self.max_job_cost_s / 60:g} min of the generation worker "
-                f"(long speech x many variants x large mesh videos would take longer: use fewer, smaller or the stick "
+                f"(long speech x many videos x large mesh videos would take longer: use fewer, smaller or the stick "
                 f"renderer). Results are kept {self.retention_s / 60:g} min.")
 
     # -- request folders ------------------------------------------------------------------
@@ -156,14 +173,14 @@ class Studio:
         self.sweeper.stop()
         self.worker.close()
 
-    # -- handlers -------------------------------------------------------------------------
+    # -- small handlers --------------------------------------------------------------------
     def timeline(self, speech: str | None, rows) -> tuple[np.ndarray, str]:
         """Redraw the timeline picture; a message when a row is malformed."""
         wav, duration, note = None, 10.0, ""
         if speech:
             try:
                 wav = load_audio(speech, max_seconds=self.max_speech_s)
-                duration = wav.shape[0] / 16000
+                duration = wav.shape[0] / SAMPLE_RATE
             except AudioError as e:
                 note = f"Speech: {scrub_paths(str(e))}"
         try:
@@ -175,92 +192,52 @@ class Studio:
             note = f"Beyond the end of the speech ({duration:.2f} s): {', '.join(over)}"
         return np.asarray(draw_timeline(locks, duration, wav)), note
 
-    def _reference_path(self, reference, use_previous: bool, previous, session: str) -> str | None:
-        """The reference motion's path, refusing what is not this session's own upload or result."""
-        if use_previous:
-            ok = previous and Path(previous).is_file() and Path(previous).resolve().is_relative_to(self.root.resolve())
-            if not ok:
-                raise LockError("there is no previous result to lock to, or it has expired (results are kept "
-                                f"{self.retention_s / 60:g} min): generate again, or upload a reference motion")
-            return str(previous)
-        if not reference:
-            return None
-        path = str(Path(reference).resolve())
-        with self._lock:
-            owner = self._results.get(path)
-        if owner is not None and owner != session:
-            raise LockError(f"{Path(reference).name}: the reference must be a motion you uploaded or generated "
-                            "in this session")
-        return str(reference)
+    @staticmethod
+    def preset_controls(emotion: str, intensity: float) -> list[float]:
+        """The advanced sliders' values for an emotion preset at an intensity."""
+        try:
+            return list(preset(emotion or "neutral", float(intensity)).values().values())
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
 
-    def _settings(self, model, emotion, intensity, locks, variants, seed, temperature, view, size, show_labels,
-                  renderer, controls, guidance, compare_neutral) -> JobSettings:
-        """Every setting checked, with its name and range in the message, before any work starts."""
-        def number(name, value, kind=float):
-            try:
-                return kind(value)
-            except (TypeError, ValueError, OverflowError):
-                raise ValueError(f"{name} must be a number, got {value!r}") from None
-
-        emotion = emotion or "neutral"
-        intensity = number("intensity", intensity)
-        # only what differs from the preset is an override; the preset itself stays named in the metadata
-        base = preset(emotion, intensity).values()  # unknown emotion or intensity out of range: ValueError
-        overrides = {k: number(k, v) for k, v in controls.items() if v is not None and abs(number(k, v) - base[k]) > 1e-9}
-        seed = None if seed is None or number("seed", seed) < 0 else number("seed", seed, int)
-        variants_f = number("variants", variants)
-        size_f = number("video size", size)
-        if variants_f != int(variants_f) or size_f != int(size_f):
-            raise ValueError("variants and video size must be whole numbers")
-        settings = JobSettings(model=model or default_choice(), seed=seed, variants=int(variants_f),
-                               temperature=number("temperature", temperature), locks=[str(l) for l in locks],
-                               view=view, size=int(size_f), show_labels=bool(show_labels), renderer=renderer,
-                               emotion=emotion, intensity=intensity, style=overrides,
-                               compare_neutral=bool(compare_neutral),
-                               guidance=1.0 if guidance is None else number("guidance", guidance))
-        settings.validate()
-        return settings
-
-    def generate(self, speech=None, model=None, emotion="neutral", intensity=1.0, lock_rows=None, reference=None,
-                 use_previous=False, variants=1, seed=1, temperature=0.0, view="full", size=384, show_labels=True,
-                 renderer="mesh", previous=None,
-                 amplitude=1.0, tempo=1.0, spine_flexion=0.0, head_pitch=0.0, head_turn=0.0, shoulder_raise=0.0,
-                 fluidity=0.0, head_activity=1.0, face_intensity=1.0, jaw_open=0.0, guidance=1.0,
-                 compare_neutral=False, request: gr.Request | None = None, progress=gr.Progress()):
-        """Validate, run on the worker with progress, and return every output (a generator for Gradio).
+    # -- Generate, Emotion vs neutral, Compare models ------------------------------------------
+    def generate(self, speech=None, *, request: gr.Request | None = None, progress=gr.Progress(), **inputs):
+        """The page's inputs by name (see `DEFAULTS`) -> named results, yielded as the job progresses.
 
         The explicit controls (amplitude ... jaw_open) are the advanced panel's sliders, which start at
-        the selected emotion's preset; they are applied as an explicit edit of the generated motion.
-        ``guidance`` strengthens a learned emotion (classifier-free guidance; 1 = as trained).
+        the selected emotion's preset; values that differ from it are applied as explicit edits.
         """
+        yield from self._request(speech, inputs, request, progress)
+
+    def compare_neutral(self, speech=None, *, request: gr.Request | None = None, progress=gr.Progress(), **inputs):
+        """The same request twice, with the selected emotion/style and without, side by side."""
+        yield from self._request(speech, inputs, request, progress, compare_neutral=True)
+
+    def compare_models(self, speech=None, *, request: gr.Request | None = None, progress=gr.Progress(), **inputs):
+        """The selected model and those in ``compare_with`` on the same speech and seed, side by side."""
+        if not inputs.get("compare_with"):
+            raise gr.Error("Pick at least one model to compare with.")
+        yield from self._request(speech, inputs, request, progress, compare_models=True)
+
+    def _request(self, speech, inputs: dict, request, progress, compare_neutral=False, compare_models=False):
+        unknown = set(inputs) - set(DEFAULTS)
+        if unknown:
+            raise gr.Error(f"unknown input(s): {', '.join(sorted(unknown))}")
+        x = {**DEFAULTS, **{k: v for k, v in inputs.items() if v is not None or k in ("seed", "reference")}}
         if not speech:
             raise gr.Error("Please upload or record speech first.")
         session, client = _who(request)
         try:
             wav = load_audio(speech, max_seconds=self.max_speech_s)
-            locks = locks_from_rows(_rows(lock_rows))
-            ref_path = self._reference_path(reference, use_previous, previous, session)
-            if locks and not ref_path:
-                raise LockError("locked parts need a reference motion: upload a BEAT2 .npz or tick "
-                                "'use the previous result'")
-            ref = read_beat2(ref_path, name=Path(reference).name if reference and not use_previous
-                             else "the previous result") if ref_path else None
-            if ref is not None and ref.fps != 30:
-                ref = ref.resample(30)
-            validate_locks(locks, wav.shape[0] * 30 // 16000, ref if locks else None)
-            controls = dict(amplitude=amplitude, tempo=tempo, spine_flexion=spine_flexion, head_pitch=head_pitch,
-                            head_turn=head_turn, shoulder_raise=shoulder_raise, fluidity=fluidity,
-                            head_activity=head_activity, face_intensity=face_intensity, jaw_open=jaw_open)
-            settings = self._settings(model, emotion, intensity, locks, variants, seed, temperature, view, size,
-                                      show_labels, renderer, controls, guidance, compare_neutral)
-        except (AudioError, MotionFileError, LockError, ValueError) as e:
+            settings, ref_path = self._settings(x, wav, session, compare_neutral, compare_models)
+        except (AudioError, MotionFileError, LockError, ModelRefError, ValueError) as e:
             raise gr.Error(scrub_paths(str(e))) from None
-        cost = estimated_seconds(wav.shape[0] / 16000, settings)
+        cost = estimated_seconds(wav.shape[0] / SAMPLE_RATE, settings)
         if cost > self.max_job_cost_s:
-            videos = settings.variants * (2 if settings.compare_neutral else 1)
+            videos = settings.generation.variants * settings.conditions()
             raise gr.Error(
                 f"This request would hold the generation worker for about {cost / 60:.0f} min "
-                f"({wav.shape[0] / 16000 / 60:.1f} min of speech x {videos} video(s), {settings.size} px "
+                f"({wav.shape[0] / SAMPLE_RATE / 60:.1f} min of speech x {videos} video(s), {settings.size} px "
                 f"{settings.renderer}); the limit is {self.max_job_cost_s / 60:g} min. Use fewer variants, a smaller "
                 "video, the stick renderer or shorter speech.")
         with self._lock:
@@ -281,6 +258,55 @@ class Studio:
                 if not self._active[client]:
                     del self._active[client]
 
+    def _settings(self, x: dict, wav, session: str, compare_neutral: bool, compare_models: bool):
+        """Every input checked (the message names the setting and its range) before any work starts."""
+        locks = locks_from_rows(_rows(x["lock_rows"]))
+        ref_path = self._reference_path(x["reference"], bool(x["use_previous"]), x["previous"], session)
+        if locks and not ref_path:
+            raise LockError("locked parts need a reference motion: upload a BEAT2 .npz or tick "
+                            "'use the previous result'")
+        if ref_path:
+            name = "the previous result" if x["use_previous"] else Path(x["reference"]).name
+            ref = read_beat2(ref_path, name=name)
+            validate_locks(locks, wav.shape[0] * DEFAULT_FPS // SAMPLE_RATE,
+                           ref.resample(DEFAULT_FPS) if locks and ref.fps != DEFAULT_FPS else (ref if locks else None))
+        else:
+            validate_locks(locks, wav.shape[0] * DEFAULT_FPS // SAMPLE_RATE, None)
+        emotion = x["emotion"] or "neutral"
+        intensity = _number("intensity", x["intensity"])
+        base = preset(emotion, intensity).values()  # an unknown emotion or intensity out of range: ValueError
+        style = {k: _number(k, x[k]) for k in CONTROLS
+                 if x[k] is not None and abs(_number(k, x[k]) - base[k]) > 1e-9}
+        seed = x["seed"]
+        seed = None if seed is None or _number("seed", seed) < 0 else _whole("seed", seed)
+        others = [m for m in (x["compare_with"] or []) if m] if compare_models else []
+        if len(others) >= MAX_MODELS:
+            raise ValueError(f"compare at most {MAX_MODELS} models at once")
+        settings = JobSettings.of(
+            model=x["model"] or default_choice(), seed=seed, variants=_whole("variants", x["variants"]),
+            temperature=_number("temperature", x["temperature"]), locks=locks, emotion=emotion, intensity=intensity,
+            style=style, guidance=_number("guidance", x["guidance"]), view=x["view"], size=_whole("video size", x["size"]),
+            show_labels=bool(x["show_labels"]), renderer=x["renderer"], compare_neutral=compare_neutral,
+            compare_models=others, complete_with="emage" if x["complete_missing"] else None)
+        return settings.validate(), ref_path
+
+    def _reference_path(self, reference, use_previous: bool, previous, session: str) -> str | None:
+        """The reference motion's path, refusing what is not this session's own upload or result."""
+        if use_previous:
+            ok = previous and Path(previous).is_file() and Path(previous).resolve().is_relative_to(self.root.resolve())
+            if not ok:
+                raise LockError("there is no previous result to lock to, or it has expired (results are kept "
+                                f"{self.retention_s / 60:g} min): generate again, or upload a reference motion")
+            return str(previous)
+        if not reference:
+            return None
+        with self._lock:
+            owner = self._results.get(str(Path(reference).resolve()))
+        if owner is not None and owner != session:
+            raise LockError(f"{Path(reference).name}: the reference must be a motion you uploaded or generated "
+                            "in this session")
+        return str(reference)
+
     def _run(self, req: JobRequest, session: str, progress):
         try:
             handle = self.worker.submit(req)
@@ -292,15 +318,14 @@ class Studio:
                 event = handle.poll(1.0)
                 if event is None:
                     ahead = handle.ahead()
-                    message = f"Waiting: {ahead} request(s) ahead of yours" if ahead else "Working"
-                    yield (message, *[gr.skip()] * (N_OUTPUTS - 1))
+                    yield {"status": f"Waiting: {ahead} request(s) ahead of yours" if ahead else "Working"}
                 elif event.kind == "progress":
                     progress(event.fraction, desc=event.message)
-                    yield (f"Working: {event.message}", *[gr.skip()] * (N_OUTPUTS - 1))
+                    yield {"status": f"Working: {event.message}"}
                 elif event.kind == "error":
                     logger.warning("request %s failed: %s", req.job_id, event.message)
-                    hint = (" The Hub may be unreachable: choose 'Bundled default' to generate offline."
-                            if (req.settings.model or "").startswith(HUB_PREFIX) else "")
+                    hint = (" The Hub may be unreachable: choose a bundled default to generate offline."
+                            if any(m.kind == "hub" for m in req.settings.models()) else "")
                     raise gr.Error(f"Generation failed: {scrub_paths(event.message)}.{hint}")
                 elif event.kind == "cancelled":
                     raise gr.Error("Cancelled.")
@@ -310,30 +335,17 @@ class Studio:
         finally:
             handle.close()  # cancels the job unless it ended
 
-    def compare(self, *args, request: gr.Request | None = None, progress=gr.Progress()):
-        """The same request twice, with the selected emotion/style and without, side by side."""
-        yield from self.generate(*args, compare_neutral=True, request=request, progress=progress)
-
-    @staticmethod
-    def preset_controls(emotion: str, intensity: float) -> list[float]:
-        """The advanced sliders' values for an emotion preset at an intensity."""
-        try:
-            return list(preset(emotion or "neutral", float(intensity)).values().values())
-        except ValueError as e:
-            raise gr.Error(str(e)) from None
-
-    def _present(self, result, session: str):
+    def _present(self, result, session: str) -> dict:
         videos = [str(p) for p in result.videos]
-        # one video: the side-by-side player already shows it
-        shown = videos if len(videos) > 1 else []
-        cells = [gr.update(value=shown[k], visible=True) if k < len(shown) else gr.update(value=None, visible=False)
-                 for k in range(MAX_VARIANTS)]
         files = [str(p) for p in (*result.motions, *result.bvhs, result.metadata, result.archive)]
         self._remember(result.motions, session)
         meta = json.loads(result.metadata.read_text())
-        status = (f"Done: {len(videos)} variant(s), {meta['frames']} frames, model `{meta['model_id']}`, "
-                  f"seeds {meta['seeds']}.")
-        return (status, str(result.grid), *cells, files, meta, str(result.motions[0]))
+        models = sorted({m["model_id"] for m in meta["models"]})
+        status = (f"Done: {len(videos)} video(s), {meta['frames']} frames, model(s) "
+                  f"{', '.join(f'`{m}`' for m in models)}, seeds {meta['seeds']}.")
+        # one video: the side-by-side player already shows it
+        return {"status": status, "grid": str(result.grid), "cells": videos if len(videos) > 1 else [],
+                "files": files, "meta": meta, "previous": str(result.motions[0])}
 
     def _remember(self, motions, session: str) -> None:
         """Where Gradio will serve copies of this session's motions, so no other session locks to them."""
@@ -347,6 +359,20 @@ class Studio:
             for m in motions:
                 self._results[str(cache / hash_file(m) / Path(m).name)] = session
                 self._results[str(Path(m).resolve())] = session
+
+
+def _number(name: str, value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+
+
+def _whole(name: str, value) -> int:
+    number = _number(name, value)
+    if not number.is_integer():
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return int(number)
 
 
 def _who(request: gr.Request | None) -> tuple[str, str]:

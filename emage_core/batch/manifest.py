@@ -375,33 +375,38 @@ def _read_condition(node: Node, defaults: Node | None, where: str, base: Path, c
 
 
 def _read_model(node: Node | None, where: str, base: Path, check: _Checker) -> tuple[str | None, int]:
-    """``default`` / ``bundled`` / ``hub:owner/name`` / ``local:folder`` / a folder / a Hub repo id."""
-    from ..models import hub
+    """A model reference ``FAMILY[:SOURCE]`` (a relative folder is relative to the manifest), or the app's
+    spellings (``default``, ``bundled``, ``hub:owner/name``) or a bare folder / Hub repo id (EMAGE's)."""
+    from ..generate.registry import DEFAULT_FAMILY, ModelRefError, families, parse_ref
 
     if node is None or node.value is None:
         return None, node.line if node else 0
     text = check.text(node, where)
     if text is None or text == "default":
         return None, node.line
-    if text == "bundled":
-        if not (hub.BUNDLED_CHECKPOINT / hub.CONFIG_NAME).is_file():
-            check.fail(node.line, where, f"the bundled checkpoint is not installed ({hub.BUNDLED_CHECKPOINT})")
-        return str(hub.BUNDLED_CHECKPOINT), node.line
-    kind, _, rest = text.partition(":")
-    if kind in ("hub", "local") and rest:  # the app's model selector spells them this way
-        text = rest
+    family, sep, source = text.partition(":")
+    if text in families() or text == "bundled" or family in ("hub", "local"):
+        spelled = text  # a family's default, or the app's spellings
     else:
-        kind = ""
-    folder = (base / Path(text).expanduser()).resolve()
-    if kind != "hub" and folder.is_dir():
-        if not (folder / hub.CONFIG_NAME).is_file():
-            check.fail(node.line, where, f"{folder} is not a checkpoint folder (no {hub.CONFIG_NAME})")
-        return str(folder), node.line
-    if kind != "local" and not text.startswith(".") and hub._looks_like_repo_id(text):
-        return text, node.line  # a Hub repo id: resolved (downloaded if needed) before generation starts
-    check.fail(node.line, where, f"{text!r} is neither a checkpoint folder (looked for {folder}) nor a Hub repo "
-                                 "id (owner/name); use 'default' for the default model")
-    return None, node.line
+        if not (sep and family in families()):
+            family, source = DEFAULT_FAMILY, text  # a bare folder or Hub repo id: EMAGE's
+        folder = (base / Path(source).expanduser()).resolve()
+        if folder.is_dir():
+            if not (folder / "config.json").is_file():
+                check.fail(node.line, where, f"{folder} is not a checkpoint folder (no config.json)")
+                return None, node.line
+            source = str(folder)
+        elif source.startswith(".") or "/" not in source:
+            check.fail(node.line, where, f"{source!r} is neither a checkpoint folder (looked for {folder}) nor a Hub "
+                                         "repo id (owner/name); use 'default' for the default model")
+            return None, node.line
+        spelled = f"{family}:{source}"
+    try:
+        ref = parse_ref(spelled)
+    except ModelRefError as e:
+        check.fail(node.line, where, str(e))
+        return None, node.line
+    return ref.label, node.line
 
 
 def _read_locks(node: Node, where: str, check: _Checker) -> list[str]:

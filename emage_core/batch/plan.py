@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from .. import __version__
+from ..files import sha256_file
 from .manifest import Study, StudyError
 
 SPEC_FORMAT = 1  # bump when the meaning of a spec changes, so every item is redone
@@ -117,11 +118,6 @@ def side_counts(plan: Plan) -> dict[str, dict[str, int]]:
 # ================================================================================================
 # Inputs: hashes of speech, references, weights (checked before generation starts)
 # ================================================================================================
-def sha256_file(path: str | os.PathLike) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def sha256_json(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -130,7 +126,7 @@ def sha256_json(value) -> str:
 class ModelInfo:
     """A resolved checkpoint: what tasks load, and what it is (sha256 of every file)."""
 
-    load_source: str  # folder path or Hub repo id, as tasks pass it to from_pretrained
+    ref: str  # the model reference as tasks pass it to the registry (a folder or a Hub repo id pinned below)
     revision: str | None  # for the Hub: the commit hash of the snapshot, so every task loads the same
     provenance: dict  # source, kind, revision, files {relative path: sha256}
 
@@ -143,23 +139,19 @@ class Inputs:
     models: dict[str, ModelInfo]  # condition name -> model
 
 
-def model_info(source: str | None, revision: str | None) -> ModelInfo:
-    """Resolve a checkpoint (downloading a Hub repo if needed) and hash its files, without loading it."""
-    from ..models import hub
+def model_info(ref: str | None, revision: str | None) -> ModelInfo:
+    """Resolve a model reference (downloading a Hub repo if needed) and hash its files, without loading it."""
+    from ..generate.registry import ModelRef, family_class, parse_ref
 
-    resolved = hub.resolve_source(source, revision)
-    files = {}
-    for sub in ("", *hub.SUBMODEL_FOLDERS.values()):
-        folder = resolved.folder / sub
-        weights = next((n for n in hub.WEIGHTS_NAMES if (folder / n).is_file()), None)
-        if weights is None or not (folder / hub.CONFIG_NAME).is_file():
-            raise hub.WeightsError(f"{folder}: expected {hub.CONFIG_NAME} and {' or '.join(hub.WEIGHTS_NAMES)}")
-        for name in (hub.CONFIG_NAME, weights):
-            files[str(PurePosixPath(sub) / name) if sub else name] = sha256_file(folder / name)
-    provenance = {"source": resolved.source, "kind": resolved.kind, "revision": resolved.revision,
-                  "files": dict(sorted(files.items()))}
-    load = resolved.source if resolved.kind == "hub" else str(resolved.folder)
-    return ModelInfo(load, resolved.revision if resolved.kind == "hub" else None, provenance)
+    parsed = parse_ref(ref)
+    source, pinned, provenance = family_class(parsed.family).checkpoint_provenance(parsed.load_source(), revision)
+    if source is None:
+        load = parsed.label
+    elif pinned is not None:  # a Hub repo: every task loads this commit
+        load = ModelRef(parsed.family, "hub", str(source)).label
+    else:
+        load = ModelRef(parsed.family, "path", str(source)).label
+    return ModelInfo(load, pinned, {**provenance, "model": parsed.label})
 
 
 def hash_inputs(study: Study) -> Inputs:

@@ -24,6 +24,7 @@ import yaml
 from .. import __version__
 from .backends import LocalBackend, RayBackend
 from .tasks import DEFAULT_THREADS
+from ..files import atomic_write
 from .manifest import Study, load_study
 from .plan import (
     COUNTERBALANCING_RULE,
@@ -52,31 +53,6 @@ KEY_COLUMNS = ("file", "kind", "stimulus", "layout", "side", "clip", "condition"
 # ================================================================================================
 # Files: atomic writes and per-item records
 # ================================================================================================
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_if_changed(path: Path, data: bytes) -> None:
     if not (path.is_file() and path.read_bytes() == data):
         atomic_write(path, data)
@@ -317,7 +293,7 @@ class _Run:
         cond = self.study.conditions[m.condition]
         model = self.inputs.models[cond.name]
         ref = cond.references.get(m.clip)
-        task = {"model": model.load_source, "revision": model.revision, "device": self.backend.motion_device,
+        task = {"model": model.ref, "revision": model.revision, "device": self.backend.motion_device,
                 "weights": model.provenance["files"], "seed": m.seed, "temperature": cond.temperature,
                 "locks": cond.locks, "crossfade": cond.crossfade, "overlap": cond.overlap, "style": style_dict(cond.style),
                 "study": {"clip": m.clip, "condition": m.condition}, "threads": self.threads}

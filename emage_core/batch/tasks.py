@@ -34,42 +34,40 @@ def torch_threads(n: int):
         torch.set_num_threads(old)
 
 
-def _generator(source: str, revision: str | None, device: str | None):
-    from ..generate.emage import EmageGenerator
+def _generator(ref: str, revision: str | None, device: str | None):
+    from ..generate.registry import load
 
-    key = (source, revision, device)
+    key = (ref, revision, device)
     if key not in _GENERATORS:
         while len(_GENERATORS) >= _MAX_LOADED:
             _GENERATORS.popitem(last=False)
-        _GENERATORS[key] = EmageGenerator.from_pretrained(source, revision=revision, device=device)
+        _GENERATORS[key] = load(ref, revision=revision, device=device)
     _GENERATORS.move_to_end(key)
     return _GENERATORS[key]
 
 
 def generate_motion(task: dict, speech: bytes, reference: bytes | None) -> dict[str, bytes]:
     """Generate one motion. Returns ``{"npz": BEAT2 .npz bytes, "json": provenance side-car bytes}``."""
-    from ..motion.beat2 import beat2_arrays, npz_bytes, read_beat2
     from ..edit.locks import Lock
+    from ..generate.settings import EmageOptions, GenerationSettings
+    from ..motion.beat2 import beat2_arrays, npz_bytes, read_beat2
 
     gen = _generator(task["model"], task["revision"], task["device"])
-    locks = [Lock.parse(text) for text in task["locks"]]
     ref = None
     if reference is not None:
-        ref = read_beat2(reference)
+        ref = read_beat2(reference, name="the reference motion")
         if ref.fps != 30:
             ref = ref.resample(30)
+    settings = GenerationSettings(seed=task["seed"], variants=1, temperature=task["temperature"],
+                                  locks=[Lock.parse(text) for text in task["locks"]], reference=ref,
+                                  crossfade=task["crossfade"], style=task["style"] or {},
+                                  emage=EmageOptions(overlap=task["overlap"]))
     with torch_threads(task["threads"]):
-        clip = gen.generate(speech, seed=task["seed"], variants=1, temperature=task["temperature"], locks=locks,
-                            reference=ref, crossfade=task["crossfade"], overlap=task["overlap"])[0]
-    if clip.meta["weights"]["files"] != task["weights"]:
+        clip = gen.generate(speech, settings)[0]
+    loaded = clip.meta["weights"]["files"]
+    if any(task["weights"].get(name) != sha for name, sha in loaded.items()):
         # e.g. a Ray node whose copy of a checkpoint folder differs from the driver's
         raise RuntimeError(f"the weights loaded from {task['model']} differ from the ones hashed before the run")
-    if task["style"] is not None:
-        from ..edit.style import StyleControls, apply_style
-
-        meta = clip.meta
-        clip = apply_style(clip, StyleControls(**task["style"]), locks=locks)
-        clip.meta = {**meta, **clip.meta}
     meta = {**clip.meta, "study": task["study"], "torch_threads": task["threads"]}
     return {"npz": npz_bytes(beat2_arrays(clip)),
             "json": (json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n").encode()}

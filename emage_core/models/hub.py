@@ -39,6 +39,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors.torch import load_file
 
 from ..assets import CHECKPOINTS
+from ..files import sha256_file
 
 try:  # huggingface_hub >= 2: snapshot_download caches each commit's file listing
     from huggingface_hub import get_cached_repo_tree
@@ -46,6 +47,7 @@ except ImportError:  # older versions keep no listing, so there is nothing to co
     get_cached_repo_tree = None
 
 __all__ = [
+    "HubRepo",
     "DEFAULT_REPO_ID",
     "REPO_ID_ENV",
     "BUNDLED_CHECKPOINT",
@@ -79,7 +81,6 @@ WEIGHTS_NAMES = ("model.safetensors", "pytorch_model.bin")
 
 _COMPONENT_FOLDERS = ("", *SUBMODEL_FOLDERS.values())  # "" = the audio model at the root
 _COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
-_HASH_CHUNK = 1 << 20  # 1 MiB reads: the official .bin is 556 MB, never hold it whole just to hash it
 _LIBRARY_NAME = "emage-studio"  # shows up in the Hub's user agent, as libraries built on huggingface_hub do
 
 
@@ -164,12 +165,17 @@ def default_source() -> str | os.PathLike:
     return DEFAULT_REPO_ID
 
 
+class HubRepo(str):
+    """A Hub repo id that must never be taken for a local folder (references from users)."""
+
+
 def resolve_source(source: str | os.PathLike | None = None, revision: str | None = None) -> ResolvedSource:
     """Find the folder holding a checkpoint, downloading it from the Hub if needed.
 
     Args:
         source: an existing local folder in the Hub layout, or a Hub repo id ``"owner/name"``.
-            An existing folder wins over a repo id of the same spelling (as in ``transformers``).
+            An existing folder wins over a repo id of the same spelling (as in ``transformers``),
+            except for a `HubRepo`, which always means the Hub.
             ``None`` means `default_source` (``$EMAGE_REPO_ID`` if set, else the bundled checkpoint).
         revision: Hub branch, tag or commit hash (default: the repo's main branch). Ignored for
             local folders.
@@ -183,6 +189,9 @@ def resolve_source(source: str | os.PathLike | None = None, revision: str | None
     """
     if source is None:
         source = default_source()
+    if isinstance(source, HubRepo):
+        validate_repo_id(source)
+        return _resolve_hub(str(source), revision)
     path = Path(source).expanduser()
     if path.is_dir():
         folder = path.resolve()
@@ -222,8 +231,8 @@ def load_component(folder: Path, subfolder: str = "") -> LoadedComponent:
     state_dict = _read_weights(weights_path)
 
     files = {
-        str(prefix / CONFIG_NAME): _sha256(config_path),
-        str(prefix / weights_path.name): _sha256(weights_path),
+        str(prefix / CONFIG_NAME): sha256_file(config_path),
+        str(prefix / weights_path.name): sha256_file(weights_path),
     }
     return LoadedComponent(config=config, state_dict=state_dict, files=files)
 
@@ -389,14 +398,6 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     ):
         raise WeightsError(f"Weights file {str(path)!r} is not a flat mapping of tensor names to tensors.")
     return dict(state_dict)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _join(subfolder: str, name: str) -> str:

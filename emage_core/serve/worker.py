@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 _POLL_S = 0.2
 _HEARTBEAT_S = 1.0  # the child says it is alive this often while a job runs
 # Models kept loaded at once (the default plus one other is the common case).
-_MAX_LOADED_MODELS = 2
+_MAX_LOADED_MODELS = 4  # a comparison of up to four models keeps them all
 
 
 @dataclass
@@ -71,17 +71,18 @@ def _worker_main(inbox: mp.Queue, events: mp.Queue, cancel: mp.Event, device: st
     """The child process: load models on demand, run jobs, report events (and heartbeats while busy)."""
     import torch
 
-    from .jobs import resolve_model, run_job
-    from ..generate.emage import EmageGenerator
+    from ..generate.registry import load
+    from .jobs import run_job
 
-    loaded: dict[str | None, EmageGenerator] = {}
+    loaded: dict[str, object] = {}
 
-    def generator_for(model: str | None) -> EmageGenerator:
-        if model not in loaded:
+    def generator_for(ref):
+        """The loaded generator for a model reference; at most a few stay loaded (oldest dropped)."""
+        if ref.label not in loaded:
             while len(loaded) >= _MAX_LOADED_MODELS:
-                loaded.pop(next(iter(loaded)))  # drop the oldest
-            loaded[model] = EmageGenerator.from_pretrained(resolve_model(model), device=device)
-        return loaded[model]
+                loaded.pop(next(iter(loaded)))
+            loaded[ref.label] = load(ref, device=device)
+        return loaded[ref.label]
 
     busy: list[str] = []  # the running job's id, for the heartbeat thread
 

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from .. import __version__
+from ..files import atomic_write
 from ..models.hub import CONFIG_NAME, SUBMODEL_FOLDERS, SUBMODELS, load_checkpoint
 from ..models.emage.model import FACE_DIM, HANDS_DIM, LOWER_DIM, UPPER_DIM, VQ_PARTS, EmageModels
 
@@ -132,17 +133,9 @@ def save_pretrained(models: EmageModels, out: str | Path, audio_config: dict, pa
         folder = out / sub
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
-        _atomic(folder / "model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-        _atomic(folder / CONFIG_NAME, lambda p: p.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
+        atomic_write(folder / "model.safetensors", write=lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+        atomic_write(folder / CONFIG_NAME, write=lambda p: p.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
     return out
-
-
-def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    """Write through a temporary file so an interrupted save never leaves a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.chmod(tmp, 0o644)  # safetensors creates its files owner-only
-    os.replace(tmp, path)
 
 
 def _load_models(source: str | Path) -> tuple[EmageModels, dict, dict[str, dict]]:
@@ -463,7 +456,7 @@ def train(config: TrainConfig, dataset=None, log: Callable[[str], None] | None =
         (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
         full = {**state, "vq_opt": vq_opt.state_dict(), "audio_opt": audio_opt.state_dict(),
                 "usage": {p: u.cpu() for p, u in usage.items()}, "rng": _rng_state(np_rng, gen)}
-        _atomic(out / STATE_DIR / STATE_FILE, lambda p: torch.save(full, p))
+        atomic_write(out / STATE_DIR / STATE_FILE, write=lambda p: torch.save(full, p))
 
     def run_stage(name: str, total: int, key: str, step_fn: Callable[[int], dict[str, float]]) -> None:
         if state[key] < 0 or state[key] >= total:
