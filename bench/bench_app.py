@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from pathlib import Path
+
 
 
 from emage_core.assets import EXAMPLE_SPEECH

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 
-from emage_core.models.emage.inference import DEFAULT_OVERLAP, plan_windows, run
+from emage_core.models.emage.inference import run
+from emage_core.models.emage.windows import DEFAULT_OVERLAP, plan_windows
 from emage_core.models.emage.model import EmageAudioConfig, EmageModels, VQConfig
 
 MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "reference" / "emage" / "manifest_official.json"

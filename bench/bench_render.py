@@ -43,7 +43,7 @@ import numpy as np
 
 
 from emage_core import Motion
-from emage_core.render import mesh as render
+from emage_core.render import camera, gl, grid, mesh
 from emage_core.render.video import VideoWriter
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "beat2"
@@ -140,8 +140,8 @@ def breakdown(motion: Motion, speech: np.ndarray, sizes: list[tuple[int, int]], 
         with Timer() as pose_t:
             verts = body.vertices(motion.poses, motion.trans, expressions=motion.expressions)
         # Rendering: the frames only (camera and floor set up before the clock starts).
-        r = render.MeshRenderer(w, h, view="full")
-        r.set_camera(render.clip_camera(verts[::3], "full", w / h))
+        r = mesh.MeshRenderer(w, h, view="full")
+        r.set_camera(camera.clip_camera(verts[::3], "full", w / h))
         r.render_frame(verts[0], faces)  # uploads the mesh, compiles shaders
         frames = np.empty((n, h, w, 3), np.uint8)
         with Timer() as render_t:
@@ -156,7 +156,7 @@ def breakdown(motion: Motion, speech: np.ndarray, sizes: list[tuple[int, int]], 
         del frames
         # The same, end to end and overlapped.
         with Timer() as e2e_t:
-            render.render_motion(motion, out_dir / f"e2e_{w}x{h}.mp4", audio=speech, size=(w, h), body=body)
+            grid.render_motion(motion, out_dir / f"e2e_{w}x{h}.mp4", audio=speech, size=(w, h), body=body)
         total_wall = pose_t.wall + render_t.wall + enc_t.wall
         total_cpu = pose_t.cpu + render_t.cpu + enc_t.cpu
 
@@ -184,12 +184,12 @@ def end_to_end(clips: list[Motion], speech: np.ndarray, size: int, cases: list[s
         label, kw, k, target = CASES[name]
         with Timer() as t:
             if kw is None:
-                for _ in render.motion_frames([clips[0]], size=size)[0]:
+                for _ in grid.motion_frames([clips[0]], size=size)[0]:
                     pass
             else:
                 out = out_dir / f"{name}.mp4"
                 labels = ["A", "B"][:k] if k > 1 else None
-                render.render_grid(clips[:k], out, audio=speech, size=size, labels=labels, **kw)
+                grid.render_grid(clips[:k], out, audio=speech, size=size, labels=labels, **kw)
                 outputs[name] = out
         verdict = ""
         if target is not None:
@@ -232,7 +232,7 @@ def profile_grid(clips: list[Motion], speech: np.ndarray, size: int, out_dir: Pa
     prof = cProfile.Profile()
     with Timer() as t:
         prof.enable()
-        render.render_grid(clips[:2], out_dir / "profile.mp4", audio=speech, size=size, labels=["A", "B"])
+        grid.render_grid(clips[:2], out_dir / "profile.mp4", audio=speech, size=size, labels=["A", "B"])
         prof.disable()
     n = clips[0].n_frames
     print(f"Profile of the 2-up grid ({t.wall:.1f} s wall under cProfile, {1000 * t.wall / n:.0f} ms per grid "
@@ -269,9 +269,9 @@ def main() -> None:
     clips = [source[:n], source[n:2 * n]]
     speech = speech_all[: int(args.seconds * 16000)]
 
-    reason = render.egl_unavailable_reason()
+    reason = gl.egl_unavailable_reason()
     print(f"motion: {what}")
-    print(f"OpenGL: {reason or render.gl_renderer_name()}")
+    print(f"OpenGL: {reason or gl.gl_renderer_name()}")
     print(f"CPU cores: {os.cpu_count()}, load average before: {loadavg()}")
     print()
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="bench_render_"))
@@ -282,7 +282,7 @@ def main() -> None:
             print(f"mesh cases skipped: {reason}\n")
         else:
             cases = args.cases
-            render.motion_frames([clips[0][:2]], size=args.size)  # warm up: context, body, shaders
+            grid.motion_frames([clips[0][:2]], size=args.size)  # warm up: context, body, shaders
             if not args.no_breakdown:
                 breakdown(source[:args.frames], speech_all[: int(args.frames / 30 * 16000)],
                           [parse_size(s) for s in args.sizes], out_dir)

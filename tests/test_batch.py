@@ -365,13 +365,6 @@ def test_ray_backend_gives_the_same_motions(first_run, study_dir, tmp_path):
     assert [r["file"] for r in key_rows(out)] == [r["file"] for r in key_rows(local_out)]  # same names, same order
 
 
-def test_manifest_overlap_default_is_the_pipelines():
-    from emage_core.batch import manifest
-    from emage_core.models.emage.inference import DEFAULT_OVERLAP, max_overlap
-
-    assert manifest.DEFAULT_OVERLAP == DEFAULT_OVERLAP and manifest.MAX_OVERLAP == max_overlap()
-
-
 def test_cli_local_and_ray_write_identical_motions(model_dir, tmp_path):
     """Through the CLI, default settings: the same study on this machine gives byte-identical motion files
     locally and on the test's local Ray instance (each task pins its torch thread count)."""

@@ -147,3 +147,13 @@ def test_layers_import_only_downwards():
                 if any(n.split(".")[0] == "gradio" for n in names):
                     problems.append(f"{module} imports gradio")
     assert not problems, "\n".join(sorted(problems))
+
+
+def test_public_names_come_from_the_package():
+    import emage_core
+
+    for name in emage_core.__all__:
+        assert getattr(emage_core, name) is not None, name
+    assert emage_core.generator_for is __import__("emage_core.generate.registry", fromlist=["load"]).load
+    with __import__("pytest").raises(AttributeError):
+        emage_core.no_such_name

@@ -14,7 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emage_core.models.emage.inference import plan_windows, run
+from emage_core.models.emage.inference import run
+from emage_core.models.emage.windows import plan_windows
 from emage_core.models.emage.model import EmageAudioConfig, EmageModels, VQConfig
 from parity import assert_axis_angle_matches, assert_rot6d_motion_matches
 

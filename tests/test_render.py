@@ -13,22 +13,11 @@ import pytest
 import soundfile as sf
 
 from emage_core import Motion
-from emage_core.render import mesh as render
+from emage_core.render import gl as render
+from emage_core.render.camera import clip_camera, fit_camera, view_region
+from emage_core.render.grid import compose_grid, draw_label, grid_shape, label_box, motion_frames, render_grid, render_motion
+from emage_core.render.mesh import BACKGROUND, MeshRenderer
 from emage_core.render.stick import STICK_BONES, StickRenderer
-from emage_core.render.mesh import (
-    BACKGROUND,
-    MeshRenderer,
-    clip_camera,
-    compose_grid,
-    draw_label,
-    fit_camera,
-    grid_shape,
-    label_box,
-    motion_frames,
-    render_grid,
-    render_motion,
-    view_region,
-)
 from emage_core.render.video import VideoError, VideoWriter, probe_video, read_video_frames, write_video
 
 BG = np.round(np.array(BACKGROUND) * 255).astype(int)

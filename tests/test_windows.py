@@ -9,7 +9,8 @@ import torch
 
 from emage_core import metrics
 from emage_core.audio import load_audio
-from emage_core.models.emage.inference import plan_windows, run
+from emage_core.models.emage.inference import run
+from emage_core.models.emage.windows import plan_windows
 from emage_core.motion.kinematics import joint_positions
 from emage_core.motion.clip import Motion
 from emage_core.generate.emage import EmageGenerator

@@ -268,8 +268,7 @@ class Studio:
         if ref_path:
             name = "the previous result" if x["use_previous"] else Path(x["reference"]).name
             ref = read_beat2(ref_path, name=name)
-            validate_locks(locks, wav.shape[0] * DEFAULT_FPS // SAMPLE_RATE,
-                           ref.resample(DEFAULT_FPS) if locks and ref.fps != DEFAULT_FPS else (ref if locks else None))
+            validate_locks(locks, wav.shape[0] * DEFAULT_FPS // SAMPLE_RATE, ref.resample() if locks else None)
         else:
             validate_locks(locks, wav.shape[0] * DEFAULT_FPS // SAMPLE_RATE, None)
         emotion = x["emotion"] or "neutral"

@@ -16,17 +16,17 @@ from typing import Any
 
 import yaml
 
-RENDER_VIEWS = ("full", "upper", "face")
-RENDERERS = ("mesh", "stick")
+from ..generate.settings import MAX_VARIANTS
+from ..models.emage.windows import DEFAULT_OVERLAP, max_overlap
+from ..render import RENDERERS
+from ..render import VIEWS as RENDER_VIEWS
+
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 TOP_KEYS = ("study", "seed", "speech", "defaults", "conditions", "render", "layouts")
 CONDITION_KEYS = ("name", "model", "revision", "seeds", "variants", "temperature", "crossfade", "locks",
                   "reference", "style", "overlap")
-DEFAULT_OVERLAP = 8  # = emage_core.models.emage.inference.DEFAULT_OVERLAP (a test keeps them equal); the manifest stays torch-free
-MAX_OVERLAP = 28
 RENDER_KEYS = ("view", "size", "renderer", "show_labels", "audio")
 LAYOUT_KEYS = ("singles", "pairs")
-MAX_VARIANTS = 16
 
 
 # ================================================================================================
@@ -357,7 +357,7 @@ def _read_condition(node: Node, defaults: Node | None, where: str, base: Path, c
         check.fail(value("seeds").line, f"{where}.seeds", "no seeds listed")
     temperature = check.number(value("temperature"), f"{where}.temperature") if value("temperature") else 0.0
     crossfade = check.number(value("crossfade"), f"{where}.crossfade") if value("crossfade") else 0.2
-    overlap = check.integer(value("overlap"), f"{where}.overlap", 0, MAX_OVERLAP) \
+    overlap = check.integer(value("overlap"), f"{where}.overlap", 0, max_overlap()) \
         if value("overlap") is not None else DEFAULT_OVERLAP
 
     locks = _read_locks(value("locks"), f"{where}.locks", check) if value("locks") else []

@@ -12,7 +12,6 @@ import os
 import platform
 import re
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

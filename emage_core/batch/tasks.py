@@ -9,12 +9,8 @@ import contextlib
 import json
 import os
 import tempfile
-from collections import OrderedDict
 from pathlib import Path
-from typing import Any
 
-_GENERATORS: "OrderedDict[tuple, Any]" = OrderedDict()  # per process: each model is loaded once
-_MAX_LOADED = 2
 #: torch CPU threads of a generation task unless the run says otherwise. Pinned, not left to each
 #: process: float sums split over a different number of threads round differently, so a Ray worker
 #: (which Ray starts with one thread) and this process would write different motion files.
@@ -34,30 +30,18 @@ def torch_threads(n: int):
         torch.set_num_threads(old)
 
 
-def _generator(ref: str, revision: str | None, device: str | None):
-    from ..generate.registry import load
-
-    key = (ref, revision, device)
-    if key not in _GENERATORS:
-        while len(_GENERATORS) >= _MAX_LOADED:
-            _GENERATORS.popitem(last=False)
-        _GENERATORS[key] = load(ref, revision=revision, device=device)
-    _GENERATORS.move_to_end(key)
-    return _GENERATORS[key]
-
-
 def generate_motion(task: dict, speech: bytes, reference: bytes | None) -> dict[str, bytes]:
     """Generate one motion. Returns ``{"npz": BEAT2 .npz bytes, "json": provenance side-car bytes}``."""
     from ..edit.locks import Lock
     from ..generate.settings import EmageOptions, GenerationSettings
     from ..motion.beat2 import beat2_arrays, npz_bytes, read_beat2
 
-    gen = _generator(task["model"], task["revision"], task["device"])
+    from ..generate.registry import load_cached
+
+    gen = load_cached(task["model"], revision=task["revision"], device=task["device"], max_loaded=2)
     ref = None
     if reference is not None:
-        ref = read_beat2(reference, name="the reference motion")
-        if ref.fps != 30:
-            ref = ref.resample(30)
+        ref = read_beat2(reference, name="the reference motion").resample()  # at 30 fps
     settings = GenerationSettings(seed=task["seed"], variants=1, temperature=task["temperature"],
                                   locks=[Lock.parse(text) for text in task["locks"]], reference=ref,
                                   crossfade=task["crossfade"], style=task["style"] or {},
@@ -77,7 +61,7 @@ def render_stimulus(task: dict, motions: list[bytes], speech: bytes | None) -> b
     """Render one stimulus (one motion, or two side by side) to mp4 bytes."""
     from ..audio import load_audio
     from ..motion.beat2 import read_beat2
-    from ..render.mesh import render_grid
+    from ..render.grid import render_grid
 
     clips = [read_beat2(m) for m in motions]
     audio = load_audio(speech, min_seconds=0.0) if speech is not None else None

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..render import RENDERERS, VIEWS
+
 
 def add_generate_parsers(sub) -> None:
     p = sub.add_parser("generate", help="speech to motion (BEAT2 .npz + JSON provenance side-car)")
@@ -26,9 +28,9 @@ def add_generate_parsers(sub) -> None:
     p.add_argument("--complete-with", default=None, metavar="REF",
                    help="an EMAGE model that fills the parts a model does not generate (default: they stay at rest)")
     p.add_argument("--no-labels", action="store_true", help="no model names in the video (blind comparisons)")
-    p.add_argument("--view", choices=("full", "upper", "face"), default="full")
+    p.add_argument("--view", choices=VIEWS, default="full")
     p.add_argument("--size", type=int, default=384, help="pixels per cell (default 384)")
-    p.add_argument("--renderer", choices=("mesh", "stick"), default="mesh")
+    p.add_argument("--renderer", choices=RENDERERS, default="mesh")
     _generation_options(p)
     p.set_defaults(func=cmd_compare)
 
@@ -90,8 +92,8 @@ def settings_from_args(args: argparse.Namespace):
     reference = read_beat2(args.reference) if args.reference else None
     if locks and reference is None:
         raise SystemExit("error: --lock needs --reference REF.npz (the motion to take the locked parts from)")
-    if reference is not None and reference.fps != 30:
-        reference = reference.resample(30)
+    if reference is not None:
+        reference = reference.resample()  # at 30 fps (a copy when it already is)
     style = {}
     if args.style:
         chosen, neutral = parse_style(args.style).values(), parse_style([]).values()
@@ -169,7 +171,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ..audio import load_audio
     from ..generate.registry import parse_ref
     from ..motion.beat2 import write_beat2
-    from ..render.mesh import render_grid
+    from ..render.grid import render_grid
 
     if not 2 <= len(args.model) <= 4:
         raise SystemExit(f"error: compare takes 2-4 --model options, got {len(args.model)}")

@@ -9,13 +9,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..render import VIEWS
+
 
 def cmd_render(args: argparse.Namespace) -> int:
     """One motion -> OUT.mp4; 2-4 motions -> a side-by-side OUT.mp4 plus OUT_cell<k>.mp4 each."""
     from tqdm import tqdm
 
     from ..motion.beat2 import read_beat2
-    from ..render.mesh import render_grid
+    from ..render.grid import render_grid
 
     motions = [read_beat2(p) for p in args.motions]
     if args.labels is not None:
@@ -79,7 +81,7 @@ def add_render_parser(subparsers) -> None:
     p.add_argument("motions", nargs="+", metavar="MOTION.npz", help="1 to 4 BEAT2 .npz motions of equal length")
     p.add_argument("-o", "--output", required=True, help="output .mp4 (with several motions also OUT_cell1.mp4 ...)")
     p.add_argument("--audio", default=None, metavar="SPEECH", help="speech to put in the video (wav, mp3, ...)")
-    p.add_argument("--view", choices=("full", "upper", "face"), default="full", help="camera framing (default full)")
+    p.add_argument("--view", choices=VIEWS, default="full", help="camera framing (default full)")
     p.add_argument("--size", type=_size, default=512, help="cell size in pixels, N or WxH, even (default 512)")
     p.add_argument("--no-labels", action="store_true", help="no text in the frames (blind comparisons)")
     p.add_argument("--labels", default=None, metavar="A,B", help="comma-separated cell labels (default: file names)")

@@ -44,7 +44,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
     wav = load_audio(args.audio)
     motions = [read_beat2(p) for p in args.motion]
-    motions = [m if m.fps == 30 else m.resample(30) for m in motions]
+    motions = [m.resample() for m in motions]  # at 30 fps
     rows = [{"file": str(path), **motion_metrics(m, wav)} for path, m in zip(args.motion, motions)]
     result: dict[str, Any] = {"audio": str(args.audio), "motions": rows}
     if len(motions) > 1:

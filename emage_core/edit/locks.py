@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..motion.clip import DEFAULT_FPS
 from ..motion import rotation
 from ..motion.clip import Motion
 from ..motion.skeleton import PARTS
@@ -43,7 +44,7 @@ class Lock:
             raise LockError(f"cannot read lock {text!r}: expected PART:START-END in seconds, e.g. upper:1.5-3")
         return cls(m.group(1), float(m.group(2)), float(m.group(3)))
 
-    def frames(self, fps: float = 30) -> tuple[int, int]:
+    def frames(self, fps: float = DEFAULT_FPS) -> tuple[int, int]:
         """The frame span ``[first, stop)`` this lock covers."""
         return int(round(self.start * fps)), int(round(self.end * fps))
 
@@ -51,7 +52,7 @@ class Lock:
         return f"{self.part}:{self.start:g}-{self.end:g}"
 
 
-def validate_locks(locks: list[Lock], n_frames: int, reference: Motion | None, fps: float = 30) -> None:
+def validate_locks(locks: list[Lock], n_frames: int, reference: Motion | None, fps: float = DEFAULT_FPS) -> None:
     """Raise `LockError` for the first lock that cannot be honoured on a clip of ``n_frames``."""
     if locks and reference is None:
         raise LockError("locks need a reference motion to take the locked parts from")
@@ -74,7 +75,7 @@ def validate_locks(locks: list[Lock], n_frames: int, reference: Motion | None, f
                             f"({reference.n_frames} frames)")
 
 
-def part_frame_masks(locks: list[Lock], n_frames: int, fps: float = 30) -> dict[str, np.ndarray]:
+def part_frame_masks(locks: list[Lock], n_frames: int, fps: float = DEFAULT_FPS) -> dict[str, np.ndarray]:
     """``{part: (T,) bool}``: True where that part is locked. Only locked parts appear."""
     masks: dict[str, np.ndarray] = {}
     for lock in locks:

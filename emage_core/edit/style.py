@@ -82,6 +82,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy.ndimage import distance_transform_edt, gaussian_filter1d
 
+from ..motion.beat2 import EMOTIONS as BEAT_EMOTIONS
 from ..motion import rotation
 from ..motion.kinematics import joint_positions
 from .locks import Lock, crossfade_weights, part_frame_masks, validate_locks
@@ -220,7 +221,7 @@ PRESETS: dict[str, StyleControls] = {
     "disgust": StyleControls(amplitude=0.85, spine_flexion=0.04, head_pitch=0.06, head_turn=-0.15, shoulder_raise=0.04,
                   face_intensity=1.1),
 }
-EMOTIONS: tuple[str, ...] = tuple(PRESETS)
+EMOTIONS: tuple[str, ...] = BEAT_EMOTIONS  # a preset for each of BEAT's emotions, in BEAT's order
 
 
 def preset(name: str, intensity: float = 1.0) -> StyleControls:
@@ -314,6 +315,11 @@ _qmul = rotation.quaternion_multiply
 _qconj = rotation.quaternion_conjugate
 
 
+def _slerp(q0: np.ndarray, q1: np.ndarray, t) -> np.ndarray:
+    """Short-way spherical interpolation (`rotation.quaternion_slerp`); t broadcasts against q0[..., 0]."""
+    return rotation.quaternion_slerp(q0, q1, np.broadcast_to(np.asarray(t, float), q0.shape[:-1]).copy())
+
+
 def _scale_about(q: np.ndarray, ref: np.ndarray, k) -> np.ndarray:
     """Scale rotations ``q`` about ``ref`` (broadcastable): ``exp(k log(q ref^-1)) ref``.
 
@@ -324,12 +330,6 @@ def _scale_about(q: np.ndarray, ref: np.ndarray, k) -> np.ndarray:
     angle = np.linalg.norm(dev, axis=-1, keepdims=True)
     dev = dev * np.minimum(1.0, MAX_DEVIATION / np.maximum(angle, 1e-12))
     return _qmul(_aa_to_q(dev), ref)
-
-
-def _slerp(q0: np.ndarray, q1: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Short-way spherical interpolation; t broadcasts against q0[..., 0]."""
-    d = _q_to_aa(_qmul(_qconj(q0), q1)) * np.asarray(t, float)[..., None]
-    return _qmul(q0, _aa_to_q(d))
 
 
 def _continuous(q: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import replace
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -20,14 +21,15 @@ import torch
 from ..edit.locks import Lock, apply_locks, part_frame_masks, validate_locks
 from ..edit.style import NEUTRAL, StyleControls, apply_style, preset
 from ..models import hub
-from ..models.emage.inference import default_motion, max_overlap, run
+from ..models.emage.inference import default_motion, run
+from ..models.emage.windows import max_overlap
 from ..models.emage.model import MOTION_DIM, TRANS_SLICE, EmageModels
 from ..audio import SAMPLE_RATE
 from ..motion.clip import DEFAULT_FPS as FPS
 from ..motion.clip import Motion
 from ..motion.skeleton import N_JOINTS, PART_NAMES, PARTS
 from .interface import Capabilities, Generator, Progress, default_device, load_speech, parts_meta, versions
-from .settings import EmageOptions, GenerationSettings, SettingsError
+from .settings import GenerationSettings, SettingsError
 
 def motion_features(motion: Motion) -> np.ndarray:
     """(T, 337) EMAGE's motion input: 55 joints in 6D, translation, foot contact (zeros: unknown)."""

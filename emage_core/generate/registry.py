@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,6 +180,23 @@ def load(ref: str | ModelRef | None, *, revision: str | None = None, device: str
     gen = family_class(ref.family).from_pretrained(ref.load_source(), revision=revision, device=device)
     gen.model_id = ref.label
     return gen
+
+
+_LOADED: "OrderedDict[tuple, object]" = OrderedDict()  # per process: (label, revision, device) -> generator
+
+
+def load_cached(ref: str | ModelRef | None, *, revision: str | None = None, device: str | None = None,
+                max_loaded: int = 4):
+    """`load`, keeping the ``max_loaded`` most recently used generators of this process in memory
+    (the app's worker and batch tasks load each model once)."""
+    ref = ref if isinstance(ref, ModelRef) else parse_ref(ref)
+    key = (ref.label, revision, device)
+    if key not in _LOADED:
+        while len(_LOADED) >= max_loaded:
+            _LOADED.popitem(last=False)  # the least recently used
+        _LOADED[key] = load(ref, revision=revision, device=device)
+    _LOADED.move_to_end(key)
+    return _LOADED[key]
 
 
 def choices() -> list[tuple[str, str]]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..edit.locks import DEFAULT_CROSSFADE, Lock, LockError
+from ..models.emage.windows import DEFAULT_OVERLAP, max_overlap
 from ..motion.clip import Motion
 
 MAX_SEED = 2**32 - 1
@@ -46,12 +47,12 @@ def _number(name: str, value, lo: float, hi: float, *, whole: bool = False) -> N
 class EmageOptions:
     """EMAGE's decoding choices (see `emage_core.models.emage.inference.run`)."""
 
-    overlap: int = 8  # frames neighbouring 64-frame windows share, crossfaded in code-latent space; 0 = the reference
+    overlap: int = DEFAULT_OVERLAP  # frames neighbouring 64-frame windows share, crossfaded in code-latent space; 0 = the reference
     snap_face: bool = False  # decode the face from the nearest code, as the reference does
     exact_audio_timing: bool = True  # False: the reference's drifting 533-samples-per-frame windows
 
-    def validate(self, max_overlap: int = 28) -> None:
-        _number("overlap", self.overlap, 0, max_overlap, whole=True)
+    def validate(self, most: int | None = None) -> None:
+        _number("overlap", self.overlap, 0, max_overlap() if most is None else most, whole=True)
         self.overlap = int(self.overlap)
 
 

@@ -22,7 +22,6 @@ Typical use::
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os

@@ -18,6 +18,9 @@ import numpy as np
 from .clip import Motion, MotionError
 from .skeleton import N_BETAS, N_EXPRESSIONS, N_JOINTS
 
+#: BEAT's eight emotion labels, in BEAT's order (a take's emotion follows from its sequence number).
+EMOTIONS = ("neutral", "happiness", "anger", "sadness", "contempt", "surprise", "fear", "disgust")
+
 #: Default cap on frames read from a file: 10 minutes at 30 fps (the audio limit), plus slack.
 MAX_FRAMES = 30 * 60 * 12
 

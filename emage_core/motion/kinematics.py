@@ -11,7 +11,7 @@ is NumPy in / NumPy out; torch tensors work too (and stay differentiable, e.g. f
 from __future__ import annotations
 
 import functools
-from pathlib import Path
+
 from typing import Sequence
 
 import numpy as np

@@ -28,7 +28,8 @@ PARENTS: tuple[int, ...] = (
     for i in range(3)
 )
 
-JAW = 22
+PELVIS, NECK, HEAD, JAW = 0, 12, 15, 22
+EYES = (23, 24)
 FOOT_JOINTS = (7, 8, 10, 11)  # ankles and toe bases: EMAGE's four foot-contact channels
 
 # Joint sets of EMAGE's compositional parts (the order is the order of the features).

@@ -12,6 +12,8 @@ from typing import Iterable
 
 import numpy as np
 
+from ..motion.skeleton import HEAD, NECK, PELVIS
+
 __all__ = ["VIEWS", "Camera", "check_view", "fit_camera", "view_region", "clip_camera"]
 
 VIEWS = ("full", "upper", "face")
@@ -104,8 +106,8 @@ def view_region(rest_vertices: np.ndarray, rest_joints: np.ndarray, view: str) -
         return None
     v, j = np.asarray(rest_vertices), np.asarray(rest_joints)
     if view == "upper":
-        return v[:, 1] >= j[0, 1]
-    return (v[:, 1] >= (j[12, 1] + j[15, 1]) / 2) & (np.abs(v[:, 0] - j[15, 0]) < 0.15)
+        return v[:, 1] >= j[PELVIS, 1]
+    return (v[:, 1] >= (j[NECK, 1] + j[HEAD, 1]) / 2) & (np.abs(v[:, 0] - j[HEAD, 0]) < 0.15)
 
 
 def clip_camera(vertices: np.ndarray | Iterable[np.ndarray], view: str, aspect: float,

@@ -5,7 +5,7 @@ projected orthographically onto the X-Y plane (the viewer stands on +Z, which th
 faces, so the character's left is on the image's right) and drawn with Pillow. A 256x256 frame
 takes well under 5 ms, so previews appear before a mesh render could start.
 
-Use it through `emage_core.render.render_motion(..., renderer="stick")` / `render_grid`, or
+Use it through `emage_core.render.grid.render_motion(..., renderer="stick")` / `render_grid`, or
 directly: ``StickRenderer(w, h, view).fit(joints)`` once, then ``render_frame(joints[t])``.
 """
 from __future__ import annotations
@@ -14,18 +14,18 @@ from typing import Iterator
 
 import numpy as np
 
-from ..motion.skeleton import JOINT_NAMES, PARENTS
+from .camera import check_view
+from ..motion.skeleton import EYES, HANDS_JOINTS, HEAD, JAW, JOINT_NAMES, LOWER_JOINTS, NECK, PARENTS, PELVIS
 
 __all__ = ["STICK_BONES", "StickRenderer"]
 
-_EYES = (23, 24)  # eyes sit inside the head circle: no bones for them
-#: (child, parent) joint pairs drawn as lines: every SMPL-X bone except the two eyes (52).
+#: (child, parent) joint pairs drawn as lines: every SMPL-X bone except the two eyes, which sit inside
+#: the head circle (52).
 STICK_BONES: tuple[tuple[int, int], ...] = tuple(
-    (j, PARENTS[j]) for j in range(1, len(PARENTS)) if j not in _EYES)
+    (j, PARENTS[j]) for j in range(1, len(PARENTS)) if j not in EYES)
 
-HEAD, NECK = 15, 12
 HEAD_RADIUS_M = 0.10
-_LEG_JOINTS = (1, 2, 4, 5, 7, 8, 10, 11)
+_LEG_JOINTS = tuple(j for j in LOWER_JOINTS if j != PELVIS)
 
 BACKGROUND = (240, 241, 244)
 FLOOR = (200, 202, 206)
@@ -38,7 +38,7 @@ def _side(j: int) -> str:
 
 
 _BONE_COLORS = [_COLORS[_side(c)] for c, _ in STICK_BONES]
-_IS_FINGER = np.array([c >= 25 for c, _ in STICK_BONES])
+_IS_FINGER = np.array([c in HANDS_JOINTS for c, _ in STICK_BONES])
 
 
 class StickRenderer:
@@ -52,8 +52,7 @@ class StickRenderer:
     """
 
     def __init__(self, width: int = 256, height: int = 256, view: str = "full"):
-        if view not in ("full", "upper", "face"):
-            raise ValueError(f"unknown view {view!r}; expected full, upper or face")
+        check_view(view)
         self.width, self.height, self.view = int(width), int(height), view
         self.scale = 1.0  # pixels per metre
         self.center = np.zeros(2)  # world (x, y) at the image centre
@@ -69,7 +68,7 @@ class StickRenderer:
             keep = [k for k in range(len(PARENTS)) if k not in _LEG_JOINTS]
             pts, pad, margin = j[:, keep], (0.2, 0.06), 1.1
         else:
-            pts, pad, margin = j[:, [NECK, HEAD, 22, 23, 24]], (0.2, 0.12), 1.15
+            pts, pad, margin = j[:, [NECK, HEAD, JAW, *EYES]], (0.2, 0.12), 1.15
         lo = pts[..., :2].reshape(-1, 2).min(0) - pad[1]
         hi = pts[..., :2].reshape(-1, 2).max(0) + np.array([pad[1], pad[0]])
         extent = np.maximum(hi - lo, 0.2) * margin

@@ -19,6 +19,9 @@ download ends. Audio is trimmed or padded with silence to the video's exact leng
 """
 from __future__ import annotations
 
+from ..audio import SAMPLE_RATE
+from ..motion.clip import DEFAULT_FPS
+
 import os
 import re
 import shutil
@@ -36,7 +39,7 @@ AudioInput = Union[str, os.PathLike, np.ndarray, None]
 #: ``progress(fraction in [0, 1], message)``
 Progress = Callable[[float, str], None]
 
-AUDIO_RATE = 16000  # what emage_core.audio.load_audio returns
+AUDIO_RATE = SAMPLE_RATE  # what emage_core.audio.load_audio returns
 FFMPEG_TIMEOUT_S = 300.0  # for the final mux / probes; encoding itself runs as long as frames come
 
 
@@ -68,7 +71,7 @@ class VideoWriter:
     the moov atom to the front (``+faststart``).
     """
 
-    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float = 30, *,
+    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float = DEFAULT_FPS, *,
                  audio: AudioInput = None, crf: int = 20, preset: str = "veryfast"):
         if width <= 0 or height <= 0 or width % 2 or height % 2:
             raise VideoError(f"H.264/yuv420p needs positive even width and height, got {width}x{height}")
@@ -171,7 +174,7 @@ class VideoWriter:
         shutil.rmtree(self._tmpdir, ignore_errors=True)
 
 
-def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, *, fps: float = 30,
+def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, *, fps: float = DEFAULT_FPS,
                 audio: AudioInput = None, n_frames: int | None = None, progress: Progress | None = None,
                 progress_every: int = 15, **writer_kw) -> Path:
     """Encode an iterator of (H, W, 3) uint8 frames into ``path`` (size taken from the first frame).

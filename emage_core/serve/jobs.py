@@ -157,7 +157,7 @@ def run_job(
     is a BEAT2 .npz the locked parts come from. Progress: generation 0-0.4, rendering 0.4-1.
     """
     from ..motion.bvh import write_bvh
-    from ..render.mesh import render_grid
+    from ..render.grid import render_grid
 
     report = progress or (lambda f, m: None)
     settings.validate()
@@ -167,8 +167,7 @@ def run_job(
     wav = load_audio(speech)
     generation = settings.generation.replace()
     if reference is not None:
-        ref_motion = read_beat2(reference, name="the reference motion")
-        generation.reference = ref_motion if ref_motion.fps == DEFAULT_FPS else ref_motion.resample(DEFAULT_FPS)
+        generation.reference = read_beat2(reference, name="the reference motion").resample()  # at 30 fps
     generation.validate()
     refs = settings.models()
     # (file stem, label, model, settings) per condition; every condition uses the same seed

@@ -71,18 +71,11 @@ def _worker_main(inbox: mp.Queue, events: mp.Queue, cancel: mp.Event, device: st
     """The child process: load models on demand, run jobs, report events (and heartbeats while busy)."""
     import torch
 
-    from ..generate.registry import load
+    from ..generate.registry import load_cached
     from .jobs import run_job
 
-    loaded: dict[str, object] = {}
-
     def generator_for(ref):
-        """The loaded generator for a model reference; at most a few stay loaded (oldest dropped)."""
-        if ref.label not in loaded:
-            while len(loaded) >= _MAX_LOADED_MODELS:
-                loaded.pop(next(iter(loaded)))
-            loaded[ref.label] = load(ref, device=device)
-        return loaded[ref.label]
+        return load_cached(ref, device=device, max_loaded=_MAX_LOADED_MODELS)
 
     busy: list[str] = []  # the running job's id, for the heartbeat thread
 

@@ -36,7 +36,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..audio import SAMPLE_RATE, load_audio
-from ..motion.beat2 import read_beat2
+from ..motion.beat2 import EMOTIONS, read_beat2
+from ..motion.clip import DEFAULT_FPS as FPS
 from ..motion.clip import Motion
 from ..motion.skeleton import FOOT_JOINTS, HANDS_JOINTS, JAW, JOINT_NAMES, LOWER_JOINTS, N_JOINTS, UPPER_JOINTS
 
@@ -47,13 +48,11 @@ __all__ = [
     "translation_velocity", "motion_features", "Clip", "load_clip", "MotionWindows",
 ]
 
-FPS = 30
 WINDOW = 64
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 533: how the reference (and `inference.run`) slices audio
 CONTACT_SPEED = 0.3  # m/s; the reference's 0.01 m per frame at 30 fps
 
 # BEAT2 sequence number -> emotion (fixtures README; BEAT, ECCV 2022).
-EMOTIONS = ("neutral", "happiness", "anger", "sadness", "contempt", "surprise", "fear", "disgust")
 _EMOTION_LAST_SEQ = (64, 72, 80, 86, 94, 102, 110, 118)  # last sequence number of each block
 
 _BEAT2_NAME = re.compile(r"^(\d+)_([A-Za-z]+)_(\d+)_(\d+)_(\d+)$")

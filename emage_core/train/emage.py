@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 import sys
 import time
@@ -45,10 +44,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from ..motion.clip import DEFAULT_FPS
 from .. import __version__
 from ..files import atomic_write
 from ..models.hub import CONFIG_NAME, SUBMODEL_FOLDERS, SUBMODELS, load_checkpoint
-from ..models.emage.model import FACE_DIM, HANDS_DIM, LOWER_DIM, UPPER_DIM, VQ_PARTS, EmageModels
+from ..models.emage.model import (FACE_DIM, GLOBAL_JOINTS_SLICE, GLOBAL_VELOCITY_SLICE, HANDS_DIM, LOWER_DIM,
+                                  UPPER_DIM, VQ_PARTS, EmageModels)
 
 __all__ = ["SIZES", "TrainConfig", "make_configs", "save_pretrained", "train", "autoencoder_losses", "audio_losses",
            "part_targets", "mask_ratio"]
@@ -226,7 +227,7 @@ def _face_weight(device) -> torch.Tensor:
 
 
 def autoencoder_losses(models: EmageModels, batch: dict[str, torch.Tensor], generator: torch.Generator,
-                       fps: float = 30) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                       fps: float = DEFAULT_FPS) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Stage-1 losses of the four VQ-VAEs and the global autoencoder on a batch of windows.
 
     Returns (losses by part, code indices (B, T) by part, for usage statistics).
@@ -245,9 +246,10 @@ def autoencoder_losses(models: EmageModels, batch: dict[str, torch.Tensor], gene
     # the model works from the poses alone and does not break on real values.
     lower, target = batch["lower"], batch["global"]
     keep = (torch.rand(lower.shape[0], 1, 1, generator=generator, device=generator.device) < 0.5).to(lower)
-    inp = torch.cat([lower[..., :54], lower[..., 54:] * keep], dim=-1)
+    joints = GLOBAL_JOINTS_SLICE.stop
+    inp = torch.cat([lower[..., :joints], lower[..., joints:] * keep], dim=-1)
     out = models.global_(inp)["rec_pose"]
-    v, v_t = out[..., 54:57], target[..., :3]
+    v, v_t = out[..., GLOBAL_VELOCITY_SLICE], target[..., :3]
     # positions as inference integrates them: pos[t] = pos[t-1] + v[t-1] / fps
     pos, pos_t = (torch.cumsum(a[:, :-1, 0::2], dim=1) / fps for a in (v, v_t))
     losses["global"] = (

@@ -38,86 +38,22 @@ reference's numerics: `rotation.rot6d_to_axis_angle` is more accurate but differ
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from ...motion.clip import DEFAULT_FPS
 from ...motion import rotation
-from .model import MOTION_DIM, TRANS_SLICE, VQ_PARTS, EmageModels
+from .model import GLOBAL_VELOCITY_SLICE, MOTION_DIM, TRANS_SLICE, VQ_PARTS, EmageModels
+from .windows import plan_windows
 from ...motion.skeleton import HANDS_JOINTS, JAW, LOWER_JOINTS, N_JOINTS, UPPER_JOINTS
 
-__all__ = ["EmageModels", "Window", "plan_windows", "default_motion", "decode_parts", "decode_latents", "global_translation", "max_overlap",
+__all__ = ["EmageModels", "default_motion", "decode_parts", "decode_latents", "global_translation",
            "run"]
 
 BODY_PARTS = ("upper", "hands", "lower")  # parts chosen from class logits (the face uses its latent)
-DEFAULT_OVERLAP = 8  # frames shared by neighbouring windows in the pipeline (run's default 0 = the reference)
 DECODE_CHUNK = 2048  # frames per pass of the final decode: bounded memory, cache-friendly convs
-
-
-@dataclass(frozen=True)
-class Window:
-    """One forward pass: frames [start, start + length) of the (padded) sequence.
-
-    The first ``n_seed`` frames are given (mask 0), from the previous window's decoded output
-    unless the caller's mask is 0 there. Output frames run from ``start + keep`` up to where the
-    next window's output begins (to the window's end for the last one).
-    """
-
-    start: int
-    length: int
-    n_seed: int
-    keep: int  # offset of the first kept frame inside the window
-
-    @property
-    def end(self) -> int:
-        return self.start + self.length
-
-
-def max_overlap(window: int = 64, seed: int = 4) -> int:
-    """Largest ``overlap`` `plan_windows` takes: beyond it crossfades of neighbouring seams would meet."""
-    return window // 2 - seed
-
-
-def plan_windows(n_frames: int, window: int = 64, seed: int = 4, overlap: int = 0) -> list[Window]:
-    """Windows covering exactly ``n_frames`` (>= seed + 5) frames, the reference's where it has them.
-
-    Reference (``overlap == 0``): windows at 0, 60, 120, ... each keeping its first 60 frames,
-    then a final window of 4 + r frames (r = (n - 4) % 60) keeping all of them, run only when
-    r > 4. For r <= 4 we add a full window ending at n_frames whose already generated frames are
-    all seeds, and keep its last 4 + r frames.
-
-    ``overlap`` > 0 (ours): windows advance by window - seed - overlap frames, so after its seeds
-    each window generates ``overlap`` frames that the previous one generated too (`run` crossfades
-    them). A final window ends exactly at n_frames, given everything before the last ``overlap``
-    frames of the previous window. 0 <= overlap <= `max_overlap`.
-    """
-    if not 0 <= overlap <= max_overlap(window, seed):
-        raise ValueError(f"overlap must be 0..{max_overlap(window, seed)} frames, got {overlap}")
-    if n_frames < seed + 5:
-        raise ValueError(f"need at least {seed + 5} frames, got {n_frames}")
-    hop = window - seed - overlap
-    if overlap:
-        plan = [Window(0, min(window, n_frames), seed, 0)]
-        while plan[-1].end < n_frames:
-            last = plan[-1]
-            start = last.start + hop
-            if start + window <= n_frames:
-                plan.append(Window(start, window, seed, 0))
-            else:  # end exactly at n_frames; everything up to the crossfade is given
-                start = n_frames - window
-                given = last.end - overlap - start
-                plan.append(Window(start, window, given, given))
-        return plan
-    rounds, remain = divmod(n_frames - seed, hop)
-    plan = [Window(i * hop, window, seed, 0) for i in range(rounds)]
-    if remain > seed:
-        plan.append(Window(rounds * hop, seed + remain, seed, 0))
-    elif rounds:  # remain <= seed: n_frames >= window here
-        start = n_frames - window
-        plan.append(Window(start, window, rounds * hop - start, rounds * hop - start))
-    return plan
 
 
 def default_motion(n_frames: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -202,7 +138,7 @@ def _decode_range(models: EmageModels, latents: dict[str, torch.Tensor], lo: int
 
 
 def global_translation(
-    models: EmageModels, lower: torch.Tensor, ref_trans: torch.Tensor, fps: float = 30, chunk: int | None = None
+    models: EmageModels, lower: torch.Tensor, ref_trans: torch.Tensor, fps: float = DEFAULT_FPS, chunk: int | None = None
 ) -> torch.Tensor:
     """Root translation (B, T, 3) from the decoded lower body (B, T, 61).
 
@@ -216,7 +152,7 @@ def global_translation(
     for lo in range(0, T, chunk):
         hi = min(lo + chunk, T)
         a, b = max(0, lo - halo), min(T, hi + halo)
-        pieces.append(models.global_(lower[:, a:b])["rec_pose"][:, lo - a : hi - a, 54:57])
+        pieces.append(models.global_(lower[:, a:b])["rec_pose"][:, lo - a : hi - a, GLOBAL_VELOCITY_SLICE])
     v = torch.cat(pieces, dim=1)
 
     def integrate(vel: torch.Tensor, start: torch.Tensor) -> torch.Tensor:  # (B, T), (B,)

@@ -36,6 +36,9 @@ FACE_DIM = ROT6D + N_EXPRESSIONS  # 106 = jaw 6D + expressions
 UPPER_DIM = len(UPPER_JOINTS) * ROT6D  # 78
 HANDS_DIM = len(HANDS_JOINTS) * ROT6D  # 180
 LOWER_DIM = len(LOWER_JOINTS) * ROT6D + 3 + 4  # 61 = joints + translation + contact
+# The global autoencoder's 61 channels (the lower body's layout): joints, then the root's (vx, y, vz), then contact.
+GLOBAL_JOINTS_SLICE = slice(0, len(LOWER_JOINTS) * ROT6D)  # 0:54
+GLOBAL_VELOCITY_SLICE = slice(len(LOWER_JOINTS) * ROT6D, len(LOWER_JOINTS) * ROT6D + 3)  # 54:57
 
 VQ_PARTS = ("face", "upper", "hands", "lower")  # the parts coded by a VQ-VAE
 
@@ -654,9 +657,6 @@ class EmageModels:
     hands: VQVAEConv
     lower: VQVAEConv
     global_: VAEConv
-
-    SUBFOLDERS = {"face": "emage_vq/face", "upper": "emage_vq/upper", "hands": "emage_vq/hands",
-                  "lower": "emage_vq/lower", "global_": "emage_vq/global"}
 
     @classmethod
     def from_configs(cls, audio: Mapping[str, Any] | EmageAudioConfig,
