@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .generate import add_generate_parsers
 
     add_generate_parsers(sub)  # generate, compare
+    from .parity import add_parity_parser
+
+    add_parity_parser(sub)  # parity
     from .train import add_train_parsers
 
     add_train_parsers(sub)  # train, metrics
