@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .parity import add_parity_parser
 
     add_parity_parser(sub)  # parity
+    from .imports import add_import_parser
+
+    add_import_parser(sub)  # import
     from .train import add_train_parsers
 
     add_train_parsers(sub)  # train, metrics

@@ -17,13 +17,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume) and say where the checkpoint is."""
     import torch
 
-    from ..train.emage import TrainConfig, train
-
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.family == "diffsheg":
+        from ..train.diffsheg import DiffshegTrainConfig, train_diffsheg
+
+        train_diffsheg(DiffshegTrainConfig(
+            data=args.data, out=args.out, size=args.size, steps=args.steps, batch_size=args.batch_size,
+            lr=args.lr if args.lr is not None else 2e-4, stride=args.stride if args.stride is not None else 10,
+            mirror=args.mirror, seed=args.seed, device=args.device, save_every=args.save_every, resume=args.resume))
+        print(f"checkpoint: {args.out} (python -m emage_core generate SPEECH -o OUT.npz --model diffsheg:{args.out})")
+        return 0
+    from ..train.emage import TrainConfig, train
+
     config = TrainConfig(
         data=args.data, out=args.out, size=args.size, steps=args.steps, vq_steps=args.vq_steps, stage=args.stage,
-        batch_size=args.batch_size, lr=args.lr, vq_lr=args.vq_lr, stride=args.stride, mirror=args.mirror,
+        batch_size=args.batch_size, lr=args.lr if args.lr is not None else 1.5e-4, vq_lr=args.vq_lr,
+        stride=args.stride if args.stride is not None else 20, mirror=args.mirror,
         seed=args.seed, device=args.device, save_every=args.save_every, resume=args.resume, vq_from=args.vq_from,
         emotions=args.emotions, speakers=args.speakers, label_dropout=args.label_dropout,
         aligned_audio=args.aligned_audio,
@@ -65,7 +75,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 def add_train_parsers(subparsers) -> None:
     """Add ``train`` and ``metrics`` to the ``python -m emage_core`` sub-commands."""
-    p = subparsers.add_parser("train", help="train EMAGE on motion + speech (checkpoint in the released layout)")
+    p = subparsers.add_parser("train", help="train a model family on motion + speech (EMAGE: the released layout)")
+    p.add_argument("--family", default="emage", choices=("emage", "diffsheg"),
+                   help="what to train: emage (default) or diffsheg (upper body, hands, face; no HuBERT)")
     p.add_argument("--data", required=True,
                    help="BEAT2 folder (smplxflame_30/ + wave16k/) or a folder of name.npz + name.wav pairs")
     p.add_argument("--out", required=True, help="checkpoint folder to write (and to --resume)")
@@ -77,9 +89,11 @@ def add_train_parsers(subparsers) -> None:
     p.add_argument("--stage", default="all", choices=["all", "vq", "audio"],
                    help="vq = the five autoencoders, audio = the audio model on trained ones, all = both (default)")
     p.add_argument("--batch-size", type=int, default=16, help="windows per step (default 16; the reference 56)")
-    p.add_argument("--lr", type=float, default=1.5e-4, help="audio-model learning rate (default 1.5e-4, the reference's)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (EMAGE's audio model: 1.5e-4; DiffSHEG: 2e-4; the references')")
     p.add_argument("--vq-lr", type=float, default=3e-4, help="autoencoder learning rate (default 3e-4)")
-    p.add_argument("--stride", type=int, default=20, help="frames between 64-frame training windows (default 20)")
+    p.add_argument("--stride", type=int, default=None,
+                   help="frames between training windows (EMAGE's 64-frame windows: 20; DiffSHEG's 88: 10)")
     p.add_argument("--mirror", action="store_true", help="add left/right mirrored copies of every clip")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")

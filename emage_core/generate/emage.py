@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..edit.locks import Lock, apply_locks, part_frame_masks, validate_locks
-from ..edit.style import NEUTRAL, StyleControls, apply_style, preset
+from ..edit.style import StyleControls, apply_style
 from ..models import hub
 from ..models.emage.inference import default_motion, run
 from ..models.emage.windows import max_overlap
@@ -28,7 +28,8 @@ from ..audio import SAMPLE_RATE
 from ..motion.clip import DEFAULT_FPS as FPS
 from ..motion.clip import Motion
 from ..motion.skeleton import N_JOINTS, PART_NAMES, PARTS
-from .interface import Capabilities, Generator, Progress, default_device, load_speech, parts_meta, versions
+from .interface import (Capabilities, Generator, Progress, default_device, load_speech, parts_meta, plan_expression,
+                        versions)
 from .settings import GenerationSettings, SettingsError
 
 def motion_features(motion: Motion) -> np.ndarray:
@@ -129,21 +130,8 @@ class EmageGenerator(Generator):
 
     def plan_expression(self, emotion: str | None, intensity: float = 1.0,
                         overrides: dict | None = None) -> tuple[str | None, StyleControls | None]:
-        """Decide how an emotion is expressed: ``(learned label or None, explicit controls or None)``.
-
-        A label the model learned conditions generation (learned); any other emotion becomes its
-        explicit preset at ``intensity``. ``overrides`` (control name -> value) edit the explicit
-        controls on top, e.g. ``{"amplitude": 1.3}``.
-        """
-        learned = emotion if emotion and emotion in self.emotions else None
-        controls = None
-        if emotion and not learned and emotion != "neutral":
-            controls = preset(emotion, intensity)
-        if overrides:
-            controls = replace(controls or NEUTRAL, **overrides)
-        if controls is not None and controls.is_neutral:
-            controls = None
-        return learned, controls
+        """``(learned label or None, explicit controls or None)``: see `interface.plan_expression`."""
+        return plan_expression(self.emotions, emotion, intensity, overrides)
 
     def generate(self, audio, settings: GenerationSettings | None = None, progress: Progress | None = None,
                  **by_name) -> list[Motion]:

@@ -30,7 +30,8 @@ PLUGINS_ENV = "EMAGE_STUDIO_GENERATORS"
 ENTRY_POINT_GROUP = "emage_studio.generators"
 LOCAL = "local:"
 # Built-in families, imported only when used (torch and the networks are heavy).
-_BUILTIN = {"emage": "emage_core.generate.emage:EmageGenerator"}
+_BUILTIN = {"emage": "emage_core.generate.emage:EmageGenerator",
+            "diffsheg": "emage_core.generate.diffsheg:DiffshegGenerator"}
 _FAMILIES: dict[str, object] = {}  # name -> class, or "module:Class" not yet imported
 
 

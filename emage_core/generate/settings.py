@@ -57,6 +57,37 @@ class EmageOptions:
 
 
 @dataclass
+class DiffshegOptions:
+    """DiffSHEG's sampler (see `emage_core.models.diffsheg.diffusion`); None = the checkpoint's default.
+
+    The reference's defaults: 25 DDIM steps, guidance 1.15, FOPPAS windows of 88 frames overlapping by
+    10, 5 resampling repeats. ``mel_fps=15`` reproduces the reference's custom-audio features (15-fps
+    mel for a 30-fps model, a bug kept only as an option).
+    """
+
+    steps: int | None = None
+    guidance_scale: float | None = None
+    window: int | None = None
+    overlap: int | None = None
+    repeats: int | None = None
+    mel_fps: int = 30
+
+    def validate(self) -> None:
+        if self.steps is not None:
+            _number("steps", self.steps, 2, 1000, whole=True)
+        if self.guidance_scale is not None:
+            _number("guidance_scale", self.guidance_scale, 0, 10)
+        if self.window is not None:
+            _number("window", self.window, 16, 1200, whole=True)
+        if self.overlap is not None:
+            _number("overlap", self.overlap, 0, (self.window or 88) // 2, whole=True)
+        if self.repeats is not None:
+            _number("repeats", self.repeats, 1, 20, whole=True)
+        if self.mel_fps not in (15, 30):
+            raise SettingsError(f"mel_fps must be 30 (the motion's rate) or 15 (the reference's bug), got {self.mel_fps!r}")
+
+
+@dataclass
 class GenerationSettings:
     """One request to a generator. JSON-serialisable through `to_dict` (the reference motion as its sha256)."""
 
@@ -72,14 +103,18 @@ class GenerationSettings:
     guidance: float = 1.0  # classifier-free guidance of a learned emotion (1 = as trained)
     speaker: str | None = None  # a speaker the model learned
     emage: EmageOptions = field(default_factory=EmageOptions)
+    diffsheg: DiffshegOptions = field(default_factory=DiffshegOptions)
 
     @classmethod
     def reference_preset(cls, family: str = "emage", **overrides) -> "GenerationSettings":
         """Settings under which a family does what its released implementation does."""
-        if family != "emage":
-            raise SettingsError(f"no reference preset for {family!r}")
-        return cls(**{"temperature": 0.0, "emage": EmageOptions(overlap=0, snap_face=True, exact_audio_timing=False),
-                      **overrides})
+        presets = {"emage": {"temperature": 0.0,
+                             "emage": EmageOptions(overlap=0, snap_face=True, exact_audio_timing=False)},
+                   "diffsheg": {"diffsheg": DiffshegOptions(steps=25, guidance_scale=1.15, window=88, overlap=10,
+                                                            repeats=5)}}
+        if family not in presets:
+            raise SettingsError(f"no reference preset for {family!r}; known: {', '.join(presets)}")
+        return cls(**{**presets[family], **overrides})
 
     def validate(self) -> "GenerationSettings":
         """Check every setting (SettingsError names the first bad one); returns self."""
@@ -108,6 +143,7 @@ class GenerationSettings:
         if self.locks and self.reference is None:
             raise LockError("locked parts need a reference motion")
         self.emage.validate()
+        self.diffsheg.validate()
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,6 +151,7 @@ class GenerationSettings:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "reference"}
         out["locks"] = [str(lock) for lock in self.locks]
         out["emage"] = dataclasses.asdict(self.emage)
+        out["diffsheg"] = dataclasses.asdict(self.diffsheg)
         out["reference_frames"] = self.reference.n_frames if self.reference is not None else None
         return out
 

@@ -168,7 +168,8 @@ class HubRepo(str):
     """A Hub repo id that must never be taken for a local folder (references from users)."""
 
 
-def resolve_source(source: str | os.PathLike | None = None, revision: str | None = None) -> ResolvedSource:
+def resolve_source(source: str | os.PathLike | None = None, revision: str | None = None, *,
+                   hub_files: Collection[str] | None = None) -> ResolvedSource:
     """Find the folder holding a checkpoint, downloading it from the Hub if needed.
 
     Args:
@@ -178,6 +179,7 @@ def resolve_source(source: str | os.PathLike | None = None, revision: str | None
             ``None`` means `default_source` (``$EMAGE_REPO_ID`` if set, else the bundled checkpoint).
         revision: Hub branch, tag or commit hash (default: the repo's main branch). Ignored for
             local folders.
+        hub_files: the files a Hub download fetches (another family's layout); default: EMAGE's.
 
     Returns:
         The resolved source; for the Hub, ``revision`` is the commit hash of the snapshot used.
@@ -190,7 +192,7 @@ def resolve_source(source: str | os.PathLike | None = None, revision: str | None
         source = default_source()
     if isinstance(source, HubRepo):
         validate_repo_id(source)
-        return _resolve_hub(str(source), revision)
+        return _resolve_hub(str(source), revision, hub_files)
     path = Path(source).expanduser()
     if path.is_dir():
         folder = path.resolve()
@@ -199,7 +201,7 @@ def resolve_source(source: str | os.PathLike | None = None, revision: str | None
     if path.exists():
         raise WeightsError(f"Checkpoint source {str(path)!r} is a file; expected a folder or a Hub repo id.")
     if isinstance(source, str) and _looks_like_repo_id(source):
-        return _resolve_hub(source, revision)
+        return _resolve_hub(source, revision, hub_files)
     raise WeightsError(
         f"Checkpoint source {str(source)!r} is neither an existing folder nor a Hub repo id "
         f"('owner/name'); no folder exists at {str(path.absolute())!r}."
@@ -251,8 +253,9 @@ def load_checkpoint(source: str | os.PathLike | None = None, revision: str | Non
 # --- Hub ---------------------------------------------------------------------------------------
 
 
-def _resolve_hub(repo_id: str, revision: str | None) -> ResolvedSource:
-    """Download (or find in the cache) the layout files of ``repo_id`` at ``revision``."""
+def _resolve_hub(repo_id: str, revision: str | None, files: Collection[str] | None = None) -> ResolvedSource:
+    """Download (or find in the cache) the layout files of ``repo_id`` at ``revision`` (``files``: exact
+    paths of another layout; default: EMAGE's)."""
     # Ask the Hub first ourselves, with a timeout: in this huggingface_hub version
     # `snapshot_download` sends its first request (repo_info) with no timeout at all, so a Hub
     # that accepts connections but never answers would hang it. The answer also lists the repo's
@@ -282,7 +285,7 @@ def _resolve_hub(repo_id: str, revision: str | None) -> ResolvedSource:
         folder = snapshot_download(
             repo_id,
             revision=revision,
-            allow_patterns=_files_to_fetch(listing),
+            allow_patterns=list(files) if files is not None else _files_to_fetch(listing),
             local_files_only=unreachable is not None,  # no second, untimed attempt at a silent Hub
             library_name=_LIBRARY_NAME,
         )
