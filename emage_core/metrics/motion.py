@@ -1,8 +1,14 @@
-"""Motion quality metrics: plain functions on arrays, like librosa's.
+"""The project's quick motion metrics: plain functions on arrays, like librosa's.
 
-- `beat_consistency` (BC, as EMAGE computes it): how close the upper body's velocity minima
-  sit to speech onsets, in [0, 1], higher = better aligned;
-- `l1_diversity`: how different several variants for the same speech are (metres);
+These are diagnostics for one clip and its speech (the ``metrics`` command, the model card's quality
+table). For the official BEAT2 evaluation (FGD, BC, Diversity, face MSE / LVD with the released
+numerics) see `emage_core.metrics.official` and ``python -m emage_core evaluate``.
+
+- `beat_consistency` (BC in EMAGE's spirit, the project's settings): how close the upper body's
+  velocity minima sit to speech onsets, in [0, 1], higher = better aligned. Not the official number
+  (that is `emage_core.metrics.official_beat_consistency`);
+- `variant_l1_distance`: how different several variants for the same speech are (metres). Not
+  EMAGE's "Diversity" / L1div (a within-clip variability: `emage_core.metrics.l1div`);
 - `jerk`: mean magnitude of the third time derivative of joint positions (m/s^3), lower = smoother;
 - `jaw_envelope_correlation`: a lip-sync proxy, Pearson correlation between jaw opening and
   the speech loudness envelope at the motion frame rate.
@@ -19,12 +25,12 @@ from typing import Sequence
 import numpy as np
 from scipy.signal import argrelextrema
 
-from .motion.clip import DEFAULT_FPS
-from .audio import SAMPLE_RATE
-from .motion.skeleton import JAW, UPPER_JOINTS
+from ..audio import SAMPLE_RATE
+from ..motion.clip import DEFAULT_FPS
+from ..motion.skeleton import JAW, UPPER_JOINTS
 
 __all__ = [
-    "speech_onsets", "joint_speed", "velocity_minima", "beat_consistency", "l1_diversity", "jerk",
+    "speech_onsets", "joint_speed", "velocity_minima", "beat_consistency", "variant_l1_distance", "l1_diversity", "jerk",
     "speech_envelope", "jaw_opening", "jaw_envelope_correlation", "motion_metrics",
 ]
 
@@ -112,15 +118,25 @@ def beat_consistency(
     return float(np.mean(scores))
 
 
-def l1_diversity(variants: np.ndarray | Sequence[np.ndarray]) -> float:
+def variant_l1_distance(variants: np.ndarray | Sequence[np.ndarray]) -> float:
     """How much N variants (N, T, ...) of the same clip differ: the L1 distance of each from their
-    mean, summed over the feature dims and averaged over variants and frames (EMAGE's L1div with
-    the variants as its samples). For positions (N, T, J, 3) the unit is metres. 0 when identical."""
+    mean, summed over the feature dims and averaged over variants and frames. For positions
+    (N, T, J, 3) the unit is metres. 0 when identical.
+
+    A distance *between* variants generated for one speech (what sampling adds). Not EMAGE's
+    "Diversity" (`emage_core.metrics.l1div`), which measures how far one clip's frames stray from
+    that clip's own mean pose and needs a single clip.
+    """
     x = np.asarray(variants if isinstance(variants, np.ndarray) else np.stack(variants), np.float64)
     if x.ndim < 2 or x.shape[0] < 2:
         raise ValueError(f"need at least 2 variants shaped (N, T, ...), got {x.shape}")
     d = (x - x[0]).reshape(x.shape[0], x.shape[1], -1)  # relative to one variant: exact 0 when identical
     return float(np.abs(d - d.mean(axis=0)).sum(axis=-1).mean())
+
+
+#: The old name of `variant_l1_distance`, kept for existing callers. It is NOT EMAGE's L1div /
+#: "Diversity" (`emage_core.metrics.l1div`); new code should use `variant_l1_distance`.
+l1_diversity = variant_l1_distance
 
 
 def jerk(positions: np.ndarray, fps: float = DEFAULT_FPS) -> float:
@@ -174,7 +190,7 @@ def motion_metrics(motion, audio: np.ndarray, sr: int = SAMPLE_RATE,
     Joint positions come from `emage_core.motion.kinematics.joint_positions`; ``normalizer`` goes to
     `beat_consistency` (e.g. the per-joint mean speed of real data, from `joint_speed`).
     """
-    from .motion.kinematics import joint_positions
+    from ..motion.kinematics import joint_positions
 
     pos = np.asarray(joint_positions(motion))
     T = min(motion.n_frames, int(len(audio) * motion.fps // sr))
