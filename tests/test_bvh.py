@@ -1,4 +1,5 @@
-"""BVH export, read back by an independent reader (bvhio) and compared with our kinematics."""
+"""BVH export, read back by an independent reader (bvhio) and compared with our kinematics (the check
+against an independent SMPL-X forward kinematics, mannequin-x's, is in test_smplx_skeleton.py)."""
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from emage_core.motion.bvh import BVH_SCALE, matrix_to_euler_zxy, write_bvh
 from emage_core.motion.kinematics import BODY_ASSET, forward_kinematics, joint_positions, rest_skeleton
 from emage_core.motion.rotation import axis_angle_to_matrix
 from emage_core.motion.skeleton import JOINT_NAMES, PARENTS
+from emage_core.motion.smplx_skeleton import hand_mean, with_mean_hands
 
 BEAT2 = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "beat2"
 
@@ -77,17 +79,43 @@ def test_random_motion_matches_our_kinematics(tmp_path):
 
 def test_rest_pose_offsets(tmp_path):
     m = Motion.zeros(2)
-    path = write_bvh(m, tmp_path / "rest.bvh")
+    # zero rotations show SMPL-X's relaxed mean hand; the stored rotations as they are show the T-pose
+    path = write_bvh(m, tmp_path / "rest.bvh", mean_hands=False)
     np.testing.assert_allclose(_bvhio_positions(path, 2), np.broadcast_to(rest_skeleton()[0], (2, 55, 3)), atol=1e-6)
+    relaxed = _bvhio_positions(write_bvh(m, tmp_path / "relaxed.bvh"), 2)
+    np.testing.assert_allclose(relaxed, joint_positions(m), atol=1e-6)
+    assert np.abs(relaxed[:, 25:] - rest_skeleton()[0][25:]).max() > 0.01
+
+
+def test_finger_channels_hold_the_mean_hand(tmp_path):
+    m = Motion.zeros(1)
+    lines = write_bvh(m, tmp_path / "m.bvh").read_text().splitlines()
+    order = [JOINT_NAMES.index(line.split()[1]) for line in lines if line.strip().startswith(("ROOT", "JOINT"))]
+    values = np.array([float(v) for v in lines[lines.index("MOTION") + 3].split()])[3:].reshape(55, 3)
+    channels = np.empty((55, 3))
+    channels[order] = values
+    assert not channels[:25].any()
+    expected = np.degrees(matrix_to_euler_zxy(axis_angle_to_matrix(hand_mean())))
+    np.testing.assert_allclose(channels[25:], expected, atol=1e-5)
+    assert np.abs(expected).max() > 10  # the relaxed hand is no small correction
+
+
+def test_skeleton_of_the_motion_shape(tmp_path):
+    m = _random_motion(T=4, seed=5)
+    m.betas[:3] = [1.5, -2.0, 0.7]
+    text = write_bvh(m, tmp_path / "shaped.bvh").read_text()
+    root_offset = [float(v) for v in text.splitlines()[3].split()[1:]]
+    np.testing.assert_allclose(root_offset, rest_skeleton(m.betas)[0][0] * BVH_SCALE, atol=1e-4)
+    assert np.abs(_bvhio_positions(tmp_path / "shaped.bvh", len(m)) - joint_positions(m)).max() < 1e-3
 
 
 def test_custom_skeleton(tmp_path):
     rest = rest_skeleton()[0] * 1.1 + np.array([0.0, 0.9, 0.0], np.float32)  # taller, pelvis above the origin
     m = _random_motion(T=6, seed=3)
     path = write_bvh(m, tmp_path / "custom.bvh", skeleton=(rest, PARENTS))
-    expected = forward_kinematics(m.poses, m.trans, rest, PARENTS)[0]
+    expected = forward_kinematics(with_mean_hands(m.poses), m.trans, rest, PARENTS)[0]
     assert np.abs(_bvhio_positions(path, len(m)) - expected).max() < 1e-3
-    # a Body works as the skeleton too; the free body's is the default
+    # a Body works as the skeleton too: the free body sits on SMPL-X's skeleton, the default
     body_text = write_bvh(m, tmp_path / "body.bvh", skeleton=Body.load(BODY_ASSET)).read_text()
     assert body_text == write_bvh(m, tmp_path / "default.bvh").read_text()
     with pytest.raises(ValueError, match="55 joints"):

@@ -1,4 +1,5 @@
-"""Forward kinematics of the SMPL-X skeleton on the free body's rest joints."""
+"""Forward kinematics of the SMPL-X skeleton (SMPL-X's own rest joints for a body shape; the check
+against an independent SMPL-X forward kinematics is in test_smplx_skeleton.py)."""
 
 import numpy as np
 import pytest
@@ -22,19 +23,30 @@ def _random(T: int, seed: int = 0, scale: float = 0.5):
     return (rng.normal(0, scale, (T, 55, 3)).astype(np.float32), rng.normal(0, 1, (T, 3)).astype(np.float32))
 
 
-def test_rest_skeleton_is_a_t_pose_standing_on_y():
+def test_rest_skeleton_is_smplx_t_pose_in_the_model_frame():
     rest, parents = rest_skeleton()
     assert rest.shape == (55, 3) and rest.dtype == np.float32 and parents == PARENTS
     assert not rest.flags.writeable and rest_skeleton()[0] is rest  # cached, shared read-only
-    np.testing.assert_allclose(rest[0], 0, atol=1e-6)  # pelvis at the origin
+    # SMPL-X's model frame (was: the Anny body's, pelvis at the origin): the neutral pelvis 0.35 m below it
+    np.testing.assert_allclose(rest[0], [0.0031, -0.3514, 0.0120], atol=1e-4)
     j = {n: rest[i] for i, n in enumerate(JOINT_NAMES)}
     assert j["head"][1] > j["neck"][1] > j["spine3"][1] > j["pelvis"][1] > j["left_knee"][1] > j["left_ankle"][1]
-    # T-pose: arms horizontal along X, left on +X; toes in front (+Z) of the ankles
+    # T-pose: arms out along X, left on +X (SMPL-X's slope down about 5 cm); toes in front of the ankles
     for side, sign in (("left", 1), ("right", -1)):
         arm = j[f"{side}_wrist"] - j[f"{side}_shoulder"]
-        assert sign * arm[0] > 0.4 and abs(arm[1]) < 0.01 and abs(arm[2]) < 0.01
+        assert sign * arm[0] > 0.45 and abs(arm[1]) < 0.06 and abs(arm[2]) < 0.06
         assert j[f"{side}_foot"][2] > j[f"{side}_ankle"][2] + 0.05
     assert j["left_eye"][2] > j["head"][2] and j["left_eye"][0] > 0 > j["right_eye"][0]
+
+
+def test_rest_skeleton_follows_the_shape():
+    betas = np.zeros(300, np.float32)
+    betas[0] = 2.0  # SMPL-X's first shape direction: mostly size
+    tall = rest_skeleton(betas)[0]
+    neutral = rest_skeleton()[0]
+    height = lambda r: r[joint_index("head"), 1] - r[joint_index("left_ankle"), 1]  # noqa: E731
+    assert abs(height(tall) - height(neutral)) > 0.05
+    assert rest_skeleton(betas)[0] is tall and rest_skeleton(np.zeros(300))[0] is neutral
 
 
 def test_rest_pose_gives_rest_joints():
@@ -126,8 +138,20 @@ def test_bad_shapes_are_refused():
 
 
 def test_joint_positions_of_a_motion():
+    """SMPL-X's skeleton for the motion's betas, and SMPL-X's mean hand pose added to the fingers."""
+    from emage_core.motion.smplx_skeleton import with_mean_hands
+
     m = Motion.zeros(7)
     m.trans[:, 1] = 1.0
     pos = joint_positions(m)
     assert pos.shape == (7, 55, 3) and pos.dtype == np.float32
-    np.testing.assert_allclose(pos, np.broadcast_to(rest_skeleton()[0] + [0, 1, 0], pos.shape), atol=1e-6)
+    body = list(range(25))
+    np.testing.assert_allclose(pos[:, body], np.broadcast_to(rest_skeleton()[0][body] + [0, 1, 0], (7, 25, 3)),
+                               atol=1e-6)
+    relaxed = forward_kinematics(with_mean_hands(m.poses), m.trans, *rest_skeleton())[0]
+    np.testing.assert_allclose(pos, relaxed, atol=1e-6)
+    assert np.abs(pos[:, 25:] - (rest_skeleton()[0][25:] + [0, 1, 0])).max() > 0.01  # the fingers curl
+    m.betas[:2] = [1.5, -1.0]
+    shaped = joint_positions(m)
+    np.testing.assert_allclose(shaped[0, 0], rest_skeleton(m.betas)[0][0] + [0, 1, 0], atol=1e-6)
+    assert np.abs(shaped - pos).max() > 0.02

@@ -14,7 +14,7 @@ import soundfile as sf
 
 from emage_core import Motion
 from emage_core.render import gl as render
-from emage_core.render.camera import clip_camera, fit_camera, view_region
+from emage_core.render.camera import clip_camera, fit_camera, motion_floor, view_region
 from emage_core.render.grid import compose_grid, draw_label, grid_shape, label_box, motion_frames, render_grid, render_motion
 from emage_core.render.mesh import BACKGROUND, MeshRenderer
 from emage_core.render.stick import STICK_BONES, StickRenderer
@@ -314,6 +314,104 @@ def test_video_lasts_as_long_as_the_speech_within_one_frame(gl, body, tmp_path):
     assert abs(_container_duration(out) - speech_s) < one_frame, "what players show"
 
 
+# ---------------------------------------------------------------------------- SMPL-X skeleton, bodies, floor
+
+def test_the_floor_comes_from_the_skeleton_not_the_mesh():
+    from emage_core.motion import smplx_skeleton as S
+
+    still = _motion(5)  # no translation: the model frame, whose floor is SMPL-X's rest sole height
+    assert motion_floor([still]) == pytest.approx(S.rest_floor())
+    beat2 = _motion(5)
+    beat2.trans[:, 1] = 1.3  # BEAT2 / EMAGE translations: the neutral shape's soles at y = 0
+    assert motion_floor([beat2]) == 0.0
+    kick = _motion(5)
+    kick.trans[:, 1] = 1.3
+    kick.poses[:, 2] = [-1.2, 0, 0]  # a leg kicked forward: the floor stays where it is
+    assert motion_floor([kick]) == 0.0
+    tall = _motion(5)
+    tall.trans[:, 1] = 1.3
+    tall.betas[0] = 2.0  # a bigger body stands lower in BEAT2's frame; shown together, the lowest floor
+    assert motion_floor([tall]) == pytest.approx(S.floor_height(tall.betas)) and motion_floor([tall]) < 0
+    assert motion_floor([beat2, tall]) == motion_floor([tall])
+
+
+def _beat2_clip(frames: slice):
+    from conftest import BEAT2
+    from emage_core.motion.beat2 import read_beat2
+
+    path = BEAT2 / "2_scott_0_1_1.npz"
+    if not path.is_file():
+        pytest.skip(f"needs the BEAT2 sample {path} (the shared test data beside the repository); absent here")
+    return read_beat2(path)[frames]
+
+
+@pytest.mark.parametrize("name", ["anny", "mannequin"])
+def test_rendered_feet_meet_the_floor_of_a_beat2_clip(gl, name, monkeypatch):
+    """The renderer's floor is the skeleton's (no per-clip shift), and the rendered body's lowest
+    vertex is within 3 cm of it in most frames."""
+    from emage_core.body import load_body
+    from emage_core.render import grid
+
+    m = _beat2_clip(slice(300, 360))
+    cameras = []
+    original = MeshRenderer.set_camera
+    monkeypatch.setattr(MeshRenderer, "set_camera", lambda self, cam: (cameras.append(cam), original(self, cam))[1])
+    frames = list(motion_frames([m], size=64, body=name)[0])
+    assert len(frames) == 60 and cameras[0].floor_y == pytest.approx(motion_floor([m]))
+    low = np.concatenate(list(grid._posed_chunks(load_body(name), m, m.trans)))[..., 1].min(1)
+    assert np.mean(np.abs(low - cameras[0].floor_y) < 0.03) > 0.9
+
+
+def test_zero_finger_rotations_render_the_relaxed_hand(gl, body):
+    """Pixel test: a close-up of the right hand; with zero finger rotations the fingers hang down
+    (SMPL-X's mean hand), with the mean hand taken out they stretch out flat."""
+    from emage_core.motion.smplx_skeleton import hand_mean
+
+    relaxed, flat = _motion(1), _motion(1)
+    flat.poses[:, 25:] = -hand_mean()
+    v_relaxed, v_flat = body.vertices(relaxed.poses, relaxed.trans), body.vertices(flat.poses, flat.trans)
+    wrist = body.rest_joints[21]
+    hand = np.linalg.norm(body.rest_vertices - wrist, axis=1) < 0.25
+    r = MeshRenderer(96, 96, view="upper", floor=False)
+    r.set_camera(clip_camera(np.concatenate([v_relaxed, v_flat]), "upper", 1.0, hand))
+    a, b = _non_bg(r.render_frame(v_relaxed[0], body.faces)), _non_bg(r.render_frame(v_flat[0]))
+    x = int(np.round(r.camera.project(wrist[None], 96, 96)[0, 0]))
+    fingers_a, fingers_b = a[:, :x - 8], b[:, :x - 8]  # the right hand is on the image's left
+    assert fingers_a.sum() > 20 and fingers_b.sum() > 20
+    rows = np.arange(96)[:, None]
+    low_a = (rows * fingers_a).sum() / fingers_a.sum()
+    low_b = (rows * fingers_b).sum() / fingers_b.sum()
+    assert low_a > low_b + 2, (low_a, low_b)  # relaxed fingers: lower in the picture
+    assert fingers_b.any(0).nonzero()[0].min() < fingers_a.any(0).nonzero()[0].min()  # flat ones reach further
+
+
+def test_mannequin_grid_and_names(gl, tmp_path):
+    from emage_core.render.grid import body_name
+
+    res = render_grid([_motion(3, arms_down=True), _motion(3, raise_arm_from=0)], tmp_path / "m.mp4", size=64,
+                      body="mannequin", write_cells=False)
+    frames = read_video_frames(res.grid_path)
+    assert frames.shape == (3, 64, 128, 3)
+    assert (np.abs(frames[-1, :40].astype(int) - BG).max(-1) > 20).mean() > 0.03  # a body in each cell
+    assert body_name("mannequin") == "mannequin" and body_name(None) in ("anny", "smplx")
+    with pytest.raises(ValueError, match="body must be one of"):
+        render_grid([_motion(2)], tmp_path / "x.mp4", size=64, body="robot")
+
+
+def test_stick_floor_line_is_the_given_floor():
+    from emage_core.motion.kinematics import joint_positions
+    from emage_core.render.stick import FLOOR
+
+    m = _motion(1)
+    joints = joint_positions(m)
+    floor = float(joints[..., 1].min()) - 0.06  # the soles, below the ankle and foot joints
+    r = StickRenderer(128, 128).fit(joints, floor_y=floor)
+    assert r.floor_y == floor
+    img = r.render_frame(joints[0])
+    y = int(round(float(r.to_pixels(np.array([0.0, floor, 0.0]))[1])))
+    assert 0 < y < 127 and (img[y, :5] == FLOOR).all()
+
+
 # ---------------------------------------------------------------------------- grids and labels
 
 def test_grid_layouts():
@@ -420,3 +518,14 @@ def test_cli_render_and_export(tmp_path):
     assert (tmp_path / "cmp_cell1.mp4").is_file() and (tmp_path / "cmp_cell2.mp4").is_file()
     assert _cli(["export", str(a), "-o", str(tmp_path / "a.bvh")]) == 0
     assert (tmp_path / "a.bvh").read_text().startswith("HIERARCHY")
+
+
+def test_cli_body_option(gl, tmp_path):
+    from emage_core.motion.beat2 import write_beat2
+
+    a = tmp_path / "a.npz"
+    write_beat2(_motion(3), a)
+    assert _cli(["render", str(a), "-o", str(tmp_path / "wood.mp4"), "--size", "64", "--body", "mannequin"]) == 0
+    assert probe_video(tmp_path / "wood.mp4").n_frames == 3
+    with pytest.raises(SystemExit):
+        _cli(["render", str(a), "-o", str(tmp_path / "x.mp4"), "--body", "robot"])

@@ -11,6 +11,7 @@ import gradio as gr
 
 from emage_core import __version__
 from emage_core.assets import example_speech
+from emage_core.body import available_bodies, default_body
 from emage_core.edit.style import CONTROL_RANGES, EMOTIONS, NEUTRAL
 from emage_core.generate.settings import MAX_TEMPERATURE
 from emage_core.motion.skeleton import PART_NAMES
@@ -79,6 +80,11 @@ def build_demo(studio: Studio) -> gr.Blocks:
                     use_previous = gr.Checkbox(d["use_previous"], label="Use the previous result as the reference")
                     timeline = gr.Image(label="Timeline", interactive=False, height=170)
                     timeline_note = gr.Markdown()
+                with gr.Accordion("Diffusion sampler (DiffSHEG)", open=False):
+                    sampler_guidance = gr.Slider(0.0, 3.0, value=1.15, step=0.05, label="Guidance scale",
+                                                 info="classifier-free guidance of the speech condition (the reference: 1.15)")
+                    sampler_repeats = gr.Slider(1, 5, value=5, step=1, label="Resampling repeats",
+                                                info="FOPPAS repeats per outpainted window: 5 as the reference, 2 about twice as fast")
                 with gr.Accordion("Parts the model does not generate", open=False):
                     complete_missing = gr.Checkbox(d["complete_missing"],
                                                    label="Complete the other parts with EMAGE (labelled as such); "
@@ -88,6 +94,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
                     size = gr.Slider(MIN_SIZE, MAX_SIZE, value=d["size"], step=64, label="Video size (pixels)")
                     renderer = gr.Radio(list(RENDERERS), value=d["renderer"],
                                         label="Renderer (stick = instant preview)")
+                    body = gr.Radio(list(available_bodies()), value=d["body"] or default_body(),
+                                    label="Body (mannequin: no identity cues, for blind studies)")
                     show_labels = gr.Checkbox(d["show_labels"], label="Labels in the video (off for blind studies)")
             with gr.Column(scale=1):
                 status = gr.Markdown("Upload speech and press Generate.", label="Status")
@@ -140,7 +148,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
         inputs = dict(speech=speech, model=model, emotion=emotion, intensity=intensity, lock_rows=lock_rows,
                       reference=reference, use_previous=use_previous, variants=variants, seed=seed,
                       temperature=temperature, view=view, size=size, show_labels=show_labels, renderer=renderer,
-                      previous=previous, **sliders, guidance=guidance, complete_missing=complete_missing)
+                      body=body, previous=previous, **sliders, guidance=guidance, complete_missing=complete_missing,
+                      sampler_guidance=sampler_guidance, sampler_repeats=sampler_repeats)
         # no Gradio concurrency limit: the handlers queue on the worker themselves, which lets them
         # report their place, hold each client to its share and refuse what would run too long
         with_models = {**inputs, "compare_with": compare_with}

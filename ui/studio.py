@@ -26,11 +26,12 @@ from emage_core.edit.locks import LockError, locks_from_rows, validate_locks
 from emage_core.edit.style import CONTROL_RANGES, preset
 from emage_core.generate import registry
 from emage_core.generate.registry import ModelRefError, parse_ref
+from emage_core.generate.settings import DiffshegOptions
 from emage_core.models import hub
 from emage_core.motion.beat2 import MotionFileError, read_beat2
 from emage_core.motion.clip import DEFAULT_FPS
 from emage_core.serve.jobs import MAX_VIDEOS, JobSettings, estimated_seconds
-from emage_core.serve.outputs import Sweeper, remove_older_than, scrub_paths
+from emage_core.serve.outputs import Sweeper, scrub_paths
 from emage_core.serve.worker import GenerationWorker, JobRequest, QueueFull
 
 from .timeline import draw_timeline
@@ -41,7 +42,8 @@ logger = logging.getLogger(__name__)
 #: with the speech alone generates what the page would.
 DEFAULTS = dict(model=None, emotion="neutral", intensity=1.0, lock_rows=None, reference=None, use_previous=False,
                 variants=1, seed=1, temperature=0.0, view="full", size=384, show_labels=True, renderer="mesh",
-                guidance=1.0, complete_missing=False, compare_with=None, previous=None,
+                body=None, guidance=1.0, complete_missing=False, compare_with=None, previous=None,
+                sampler_guidance=None, sampler_repeats=None,
                 **{name: None for name in CONTROL_RANGES})
 CONTROLS = tuple(CONTROL_RANGES)  # the explicit controls' slider names, in order
 MAX_MODELS = MAX_VIDEOS  # models in one comparison
@@ -148,8 +150,13 @@ class Studio:
         self._lock = threading.Lock()
         self._active: Counter = Counter()  # client -> queued or running requests
         self._results: dict[str, str] = {}  # served copy of a result motion -> the session it belongs to
+        self._in_use: set[Path] = set()  # request folders of requests still waiting or running
         folders = [self.root] + ([Path(self.cache_dir)] if self.cache_dir else [])
-        self.sweeper = Sweeper(folders, self.retention_s).start()
+        self.sweeper = Sweeper(folders, self.retention_s, keep=self._is_in_use).start()
+
+    def _is_in_use(self, path: Path) -> bool:
+        with self._lock:
+            return path in self._in_use
 
     def limits_note(self) -> str:
         """The limits, stated up front on the page."""
@@ -167,7 +174,7 @@ class Studio:
 
     def clean_old(self) -> int:
         """Remove what is older than the retention time now (the sweeper also does it on a timer)."""
-        return sum(remove_older_than(f, self.retention_s) for f in self.sweeper.folders)
+        return self.sweeper.sweep()
 
     def close(self) -> None:
         self.sweeper.stop()
@@ -246,17 +253,28 @@ class Studio:
                                f"{self.jobs_per_client}): wait for it to finish, or cancel it.")
             self._active[client] += 1
         out_dir = self.new_request_dir()
+        with self._lock:
+            self._in_use.add(out_dir)  # the sweeper leaves it alone until the request ends
         try:
-            yield from self._run(JobRequest(job_id=out_dir.name, speech=str(speech), out_dir=str(out_dir),
-                                            settings=settings, reference=ref_path), session, progress)
+            # The inputs move into the request's own folder: uploads in Gradio's cache age out on their
+            # own clock, and a request may wait in the queue for longer than that.
+            inputs = out_dir / "inputs"
+            inputs.mkdir()
+            speech_copy = shutil.copy2(speech, inputs / f"speech{Path(speech).suffix}")
+            ref_copy = shutil.copy2(ref_path, inputs / "reference.npz") if ref_path else None
+            yield from self._run(JobRequest(job_id=out_dir.name, speech=str(speech_copy), out_dir=str(out_dir),
+                                            settings=settings, reference=ref_copy and str(ref_copy)), session, progress)
         except BaseException:
             shutil.rmtree(out_dir, ignore_errors=True)  # failed, cancelled or abandoned: leave nothing
             raise
         finally:
             with self._lock:
+                self._in_use.discard(out_dir)
                 self._active[client] -= 1
                 if not self._active[client]:
                     del self._active[client]
+            if out_dir.exists():
+                os.utime(out_dir)  # the retention clock starts when the result is ready
 
     def _settings(self, x: dict, wav, session: str, compare_neutral: bool, compare_models: bool):
         """Every input checked (the message names the setting and its range) before any work starts."""
@@ -285,7 +303,10 @@ class Studio:
             model=x["model"] or default_choice(), seed=seed, variants=_whole("variants", x["variants"]),
             temperature=_number("temperature", x["temperature"]), locks=locks, emotion=emotion, intensity=intensity,
             style=style, guidance=_number("guidance", x["guidance"]), view=x["view"], size=_whole("video size", x["size"]),
-            show_labels=bool(x["show_labels"]), renderer=x["renderer"], compare_neutral=compare_neutral,
+            show_labels=bool(x["show_labels"]), renderer=x["renderer"], body=x["body"], compare_neutral=compare_neutral,
+            diffsheg=DiffshegOptions(
+                guidance_scale=None if x["sampler_guidance"] is None else _number("sampler guidance", x["sampler_guidance"]),
+                repeats=None if x["sampler_repeats"] is None else _whole("sampler repeats", x["sampler_repeats"])),
             compare_models=others, complete_with="emage" if x["complete_missing"] else None)
         return settings.validate(), ref_path
 

@@ -28,10 +28,12 @@ The manifest (YAML; paths are relative to the manifest's folder)::
         locks: ["upper:1-2.5"]                       # PART:START-END seconds, kept from the reference
         reference: refs/ref.npz                      # a BEAT2 .npz, or a mapping clip id -> .npz
         crossfade: 0.2
+        guidance_scale: 1.15                         # DiffSHEG conditions: the sampler's guidance (model: diffsheg)
     render:
       view: full                   # full | upper | face
       size: 256                    # pixels per cell, even, 64-1024
       renderer: mesh               # mesh | stick
+      body: anny                   # anny | mannequin (no identity cues) | smplx (needs EMAGE_SMPLX_MODEL)
       show_labels: false           # true writes condition names into the videos (pilots only: not blind)
       audio: true                  # the speech on the videos' sound track
     layouts:

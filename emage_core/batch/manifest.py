@@ -18,14 +18,15 @@ import yaml
 
 from ..generate.settings import MAX_VARIANTS
 from ..models.emage.windows import DEFAULT_OVERLAP, max_overlap
+from ..body import BODIES, SMPLX_ENV, available_bodies
 from ..render import RENDERERS
 from ..render import VIEWS as RENDER_VIEWS
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 TOP_KEYS = ("study", "seed", "speech", "defaults", "conditions", "render", "layouts")
-CONDITION_KEYS = ("name", "model", "revision", "seeds", "variants", "temperature", "crossfade", "locks",
+CONDITION_KEYS = ("name", "model", "revision", "seeds", "variants", "temperature", "crossfade", "guidance_scale", "locks",
                   "reference", "style", "overlap")
-RENDER_KEYS = ("view", "size", "renderer", "show_labels", "audio")
+RENDER_KEYS = ("view", "size", "renderer", "body", "show_labels", "audio")
 LAYOUT_KEYS = ("singles", "pairs")
 
 
@@ -195,6 +196,7 @@ class Condition:
     references: dict[str, Path]  # clip id -> reference .npz (each clip, when there are locks)
     style: Any = None  # emage_core.edit.style.StyleControls or None
     overlap: int = DEFAULT_OVERLAP  # frames crossfaded between generation windows (0 = the reference's)
+    guidance_scale: float | None = None  # DiffSHEG's sampler guidance (None: the checkpoint's default)
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,7 @@ class RenderSettings:
     view: str = "full"
     size: int = 256
     renderer: str = "mesh"
+    body: str = "anny"  # anny | mannequin | smplx (the official mesh: needs $EMAGE_SMPLX_MODEL)
     show_labels: bool = False
     audio: bool = True
 
@@ -359,6 +362,10 @@ def _read_condition(node: Node, defaults: Node | None, where: str, base: Path, c
     crossfade = check.number(value("crossfade"), f"{where}.crossfade") if value("crossfade") else 0.2
     overlap = check.integer(value("overlap"), f"{where}.overlap", 0, max_overlap()) \
         if value("overlap") is not None else DEFAULT_OVERLAP
+    guidance_scale = check.number(value("guidance_scale"), f"{where}.guidance_scale") \
+        if value("guidance_scale") is not None else None
+    if guidance_scale is not None and not 0 <= guidance_scale <= 10:
+        check.fail(value("guidance_scale").line, f"{where}.guidance_scale", f"must be 0-10, got {guidance_scale}")
 
     locks = _read_locks(value("locks"), f"{where}.locks", check) if value("locks") else []
     references = _read_references(value("reference"), f"{where}.reference", base, clip_ids, check) \
@@ -371,7 +378,8 @@ def _read_condition(node: Node, defaults: Node | None, where: str, base: Path, c
         return None
     return Condition(name=name, line=node.line, model=model, model_line=model_line, revision=revision,
                      seeds=seeds, temperature=temperature, crossfade=crossfade, locks=locks,
-                     references=references if locks else {}, style=style, overlap=overlap)
+                     references=references if locks else {}, style=style, overlap=overlap,
+                     guidance_scale=guidance_scale)
 
 
 def _read_model(node: Node | None, where: str, base: Path, check: _Checker) -> tuple[str | None, int]:
@@ -529,6 +537,11 @@ def _read_render(node: Node | None, check: _Checker) -> RenderSettings:
         values["view"] = check.choice(node.get("view"), "render.view", RENDER_VIEWS)
     if node.get("renderer"):
         values["renderer"] = check.choice(node.get("renderer"), "render.renderer", RENDERERS)
+    if node.get("body"):
+        values["body"] = check.choice(node.get("body"), "render.body", BODIES)
+        if values["body"] is not None and values["body"] not in available_bodies():
+            check.fail(node.get("body").line, "render.body",
+                       f"smplx needs the official SMPL-X model files: set ${SMPLX_ENV} to their folder")
     if node.get("size"):
         size = check.integer(node.get("size"), "render.size", 64, 1024)
         if size is not None and size % 2:

@@ -190,6 +190,7 @@ def motion_spec(study: Study, inputs: Inputs, item: MotionItem) -> dict:
         "weights": inputs.models[cond.name].provenance["files"],
         "seed": item.seed, "temperature": cond.temperature, "locks": cond.locks, "crossfade": cond.crossfade,
         "overlap": cond.overlap, "reference_sha256": inputs.references[str(ref)] if ref else None,
+        **({"guidance_scale": cond.guidance_scale} if cond.guidance_scale is not None else {}),
         "style": style_dict(cond.style),
     }
 

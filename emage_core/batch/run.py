@@ -294,13 +294,14 @@ class _Run:
         ref = cond.references.get(m.clip)
         task = {"model": model.ref, "revision": model.revision, "device": self.backend.motion_device,
                 "weights": model.provenance["files"], "seed": m.seed, "temperature": cond.temperature,
-                "locks": cond.locks, "crossfade": cond.crossfade, "overlap": cond.overlap, "style": style_dict(cond.style),
+                "locks": cond.locks, "crossfade": cond.crossfade, "overlap": cond.overlap,
+                "guidance_scale": cond.guidance_scale, "style": style_dict(cond.style),
                 "study": {"clip": m.clip, "condition": m.condition}, "threads": self.threads}
         return task, self.speech(m.clip), (ref.read_bytes() if ref else None)
 
     def _stimulus_task(self, s: Stimulus, spec: dict) -> tuple:
         r = self.study.render
-        task = {"labels": spec["labels"], "view": r.view, "size": r.size, "renderer": r.renderer}
+        task = {"labels": spec["labels"], "view": r.view, "size": r.size, "renderer": r.renderer, "body": r.body}
         motions = [(self.out / m.path).read_bytes() for _, m in s.shown]
         return task, motions, (self.speech(s.clip) if r.audio else None)
 

@@ -33,7 +33,7 @@ def torch_threads(n: int):
 def generate_motion(task: dict, speech: bytes, reference: bytes | None) -> dict[str, bytes]:
     """Generate one motion. Returns ``{"npz": BEAT2 .npz bytes, "json": provenance side-car bytes}``."""
     from ..edit.locks import Lock
-    from ..generate.settings import EmageOptions, GenerationSettings
+    from ..generate.settings import DiffshegOptions, EmageOptions, GenerationSettings
     from ..motion.beat2 import beat2_arrays, npz_bytes, read_beat2
 
     from ..generate.registry import load_cached
@@ -45,7 +45,8 @@ def generate_motion(task: dict, speech: bytes, reference: bytes | None) -> dict[
     settings = GenerationSettings(seed=task["seed"], variants=1, temperature=task["temperature"],
                                   locks=[Lock.parse(text) for text in task["locks"]], reference=ref,
                                   crossfade=task["crossfade"], style=task["style"] or {},
-                                  emage=EmageOptions(overlap=task["overlap"]))
+                                  emage=EmageOptions(overlap=task["overlap"]),
+                                  diffsheg=DiffshegOptions(guidance_scale=task.get("guidance_scale")))
     with torch_threads(task["threads"]):
         clip = gen.generate(speech, settings)[0]
     loaded = clip.meta["weights"]["files"]
@@ -68,5 +69,6 @@ def render_stimulus(task: dict, motions: list[bytes], speech: bytes | None) -> b
     with tempfile.TemporaryDirectory(prefix="emage_stim_") as tmp:
         out = Path(tmp) / "stimulus.mp4"
         render_grid(clips, out, audio=audio, labels=task["labels"], show_labels=task["labels"] is not None,
-                    view=task["view"], size=task["size"], renderer=task["renderer"], write_cells=False)
+                    view=task["view"], size=task["size"], renderer=task["renderer"], body=task.get("body", "anny"),
+                    write_cells=False)
         return out.read_bytes()

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..body import BODIES
 from ..render import VIEWS
 
 
@@ -16,9 +17,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     """One motion -> OUT.mp4; 2-4 motions -> a side-by-side OUT.mp4 plus OUT_cell<k>.mp4 each."""
     from tqdm import tqdm
 
+    from ..body import check_body, default_body
     from ..motion.beat2 import read_beat2
     from ..render.grid import render_grid
 
+    body = check_body(args.body or default_body())
     motions = [read_beat2(p) for p in args.motions]
     if args.labels is not None:
         labels = [s.strip() for s in args.labels.split(",")]
@@ -41,9 +44,10 @@ def cmd_render(args: argparse.Namespace) -> int:
 
         result = render_grid(motions, out, audio=audio, labels=labels, show_labels=not args.no_labels,
                              view=args.view, size=args.size, renderer="stick" if args.stick else "mesh",
-                             msaa=args.msaa, keep_translation=False if args.no_translation else None,
+                             body=body, msaa=args.msaa, keep_translation=False if args.no_translation else None,
                              progress=progress)
-    print(f"wrote {result.grid_path}")
+    shown = "stick figure" if args.stick else f"{body} body"
+    print(f"wrote {result.grid_path} ({shown} on the SMPL-X skeleton of each motion's shape)")
     for p in result.cell_paths:
         if p != result.grid_path:
             print(f"wrote {p}")
@@ -60,7 +64,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".bvh":
         out = out.with_name(out.name + ".bvh")
     write_bvh(motion, out)
-    print(f"wrote {out} ({motion.n_frames} frames at {motion.fps:g} fps)")
+    print(f"wrote {out} ({motion.n_frames} frames at {motion.fps:g} fps, SMPL-X skeleton of the motion's shape, "
+          "mean hand pose in the finger channels)")
     return 0
 
 
@@ -86,6 +91,10 @@ def add_render_parser(subparsers) -> None:
     p.add_argument("--no-labels", action="store_true", help="no text in the frames (blind comparisons)")
     p.add_argument("--labels", default=None, metavar="A,B", help="comma-separated cell labels (default: file names)")
     p.add_argument("--stick", action="store_true", help="fast 2D stick-figure preview instead of the body mesh")
+    p.add_argument("--body", choices=BODIES, default=None,
+                   help="the body: anny (free, human-looking), mannequin (wooden, no identity cues, for blind "
+                        "studies) or smplx (the official mesh; needs $EMAGE_SMPLX_MODEL). Default: smplx where "
+                        "$EMAGE_SMPLX_MODEL is set, else anny. All are posed on SMPL-X's skeleton")
     p.add_argument("--msaa", type=int, default=0, choices=(0, 2, 4, 8),
                    help="anti-aliasing samples (default 0; 4 is smoother and ~2x slower on a CPU)")
     p.add_argument("--no-translation", action="store_true",

@@ -157,3 +157,19 @@ class GenerationSettings:
 
     def replace(self, **changes) -> "GenerationSettings":
         return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class EmotionGestureOptions:
+    """EmotionGesture's windows (see `emage_core.models.emotiongesture.inference`); None = the checkpoint's.
+
+    window: frames generated per window, each window seeded by the previous one's last frames (the
+    bundled default: 64; at most the checkpoint's ``max_window``, 256).
+    """
+
+    window: int | None = None
+
+    def validate(self) -> None:
+        if self.window is not None:
+            _number("window", self.window, 8, 256, whole=True)
+            self.window = int(self.window)

@@ -3,10 +3,14 @@
 The file holds the 55 SMPL-X joints under their SMPL-X names (``pelvis`` is the ROOT):
 
 - units: **centimetres** (the usual BVH convention; Blender's importer then wants scale 0.01);
-  offsets are the rest (T-pose, Y up, facing +Z) skeleton's bone vectors, the free body's by default;
+  offsets are the rest (T-pose, Y up, facing +Z) skeleton's bone vectors: by default SMPL-X's own
+  skeleton for the motion's body shape (first 10 betas, `smplx_skeleton`), in SMPL-X's model frame,
+  so every joint lands where SMPL-X puts it under the motion's translation;
 - every joint has ``Zrotation Xrotation Yrotation`` channels in degrees, the rotation being
   ``Rz @ Rx @ Ry`` (intrinsic Z, X, Y), parent-relative in the world-aligned rest axes, which is
-  exactly SMPL-X's local axis-angle;
+  exactly SMPL-X's local axis-angle. The finger channels (joints 25-54) include SMPL-X's mean hand
+  pose (as SMPL-X applies BEAT2's finger rotations, ``flat_hand_mean=False``): zero finger rotations
+  in the motion show the relaxed hand, not a flat one;
 - the root also has ``Xposition Yposition Zposition`` first: its absolute world position
   (``rest pelvis + trans``), while its OFFSET is the rest pelvis, as Blender and bvhio read it;
 - leaves (toes, jaw, eyes, finger tips) end in an ``End Site`` half their bone's length further on;
@@ -19,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import smplx_skeleton
 from .kinematics import _axis_angle_to_matrix_np, rest_skeleton
 from .clip import Motion
 from .skeleton import JOINT_NAMES, N_JOINTS
@@ -61,15 +66,17 @@ def _fmt(values) -> str:
     return " ".join(f"{v:.6f}" for v in values)
 
 
-def write_bvh(motion: Motion, path: str | os.PathLike, *, skeleton=None) -> Path:
+def write_bvh(motion: Motion, path: str | os.PathLike, *, skeleton=None, mean_hands: bool = True) -> Path:
     """Write ``motion`` to ``path`` as a 55-joint SMPL-X BVH in centimetres; returns the path.
 
     ``skeleton`` gives the rest offsets: a ``(rest_joints (55, 3) metres, parents)`` pair or an object
-    with ``rest_joints`` and ``parents`` (e.g. a `emage_core.body.Body`); by default the baked free
-    body's (`kinematics.rest_skeleton`). Expressions and betas are not part of a BVH and are dropped.
+    with ``rest_joints`` and ``parents``; by default SMPL-X's for the motion's betas
+    (`kinematics.rest_skeleton`). ``mean_hands`` adds SMPL-X's mean hand pose to the finger channels
+    (as `kinematics.joint_positions` does; False writes the stored rotations as they are). Expressions
+    and betas are not part of a BVH and are dropped (the betas shape the skeleton).
     """
     if skeleton is None:
-        rest, parents = rest_skeleton()
+        rest, parents = rest_skeleton(motion.betas)
     elif hasattr(skeleton, "rest_joints"):
         rest, parents = skeleton.rest_joints, skeleton.parents
     else:
@@ -105,7 +112,10 @@ def write_bvh(motion: Motion, path: str | os.PathLike, *, skeleton=None) -> Path
     joint(0, 0)
 
     T = motion.n_frames
-    euler = np.degrees(matrix_to_euler_zxy(_axis_angle_to_matrix_np(motion.poses.astype(np.float64))))  # (T, 55, 3)
+    poses = motion.poses.astype(np.float64)
+    if mean_hands:
+        poses = smplx_skeleton.with_mean_hands(poses)
+    euler = np.degrees(matrix_to_euler_zxy(_axis_angle_to_matrix_np(poses)))  # (T, 55, 3)
     root = (rest[0] + motion.trans.astype(np.float64)) * BVH_SCALE  # (T, 3)
     frames = np.concatenate([root, euler[:, order].reshape(T, -1)], axis=1)  # (T, 3 + 55 * 3)
 

@@ -4,9 +4,11 @@ SMPL-X semantics (as in ``smplx/lbs.py``): the rest pose is a T-pose, Y up, faci
 axis-angle is its rotation relative to its parent, expressed in the world-aligned rest axes; the
 root (pelvis) sits at ``rest_joints[0] + trans`` and turns about itself.
 
-The rest skeleton comes from the baked free body (``assets/anny_body.npz``, see `emage_core.body`),
-so joint positions are the Anny body's, not the licence-restricted SMPL-X model's. Everything here
-is NumPy in / NumPy out; torch tensors work too (and stay differentiable, e.g. for training losses).
+The rest skeleton is SMPL-X's own for the motion's body shape (first 10 betas) and finger rotations
+get SMPL-X's mean hand pose added, as BEAT2 and EMAGE use them (`smplx_skeleton`: extracted from
+mannequin-x, no licence-restricted model file needed). `joint_positions` does both, so metrics, BVH,
+the stick figure and style edits see the joints SMPL-X would put there. Everything here is NumPy in /
+NumPy out; torch tensors work too (and stay differentiable, e.g. for training losses).
 """
 from __future__ import annotations
 
@@ -17,11 +19,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import rotation
+from . import rotation, smplx_skeleton
 from ..assets import ANNY_BODY
-from .skeleton import N_JOINTS, PARENTS
+from .skeleton import PARENTS
 
-#: The baked free body every runtime module reads (made by ``scripts/bake_body.py``).
+#: The baked free Anny body (made by ``scripts/bake_body.py``); its mesh is posed on the SMPL-X skeleton.
 BODY_ASSET = ANNY_BODY
 
 __all__ = ["BODY_ASSET", "forward_kinematics", "rest_skeleton", "joint_positions"]
@@ -133,27 +135,25 @@ def _axis_angle_to_matrix_np(aa: np.ndarray) -> np.ndarray:
     return R
 
 
-@functools.lru_cache(maxsize=None)
-def _load_rest_skeleton(path: str) -> tuple[np.ndarray, tuple[int, ...]]:
-    with np.load(path, allow_pickle=False) as npz:
-        joints = np.ascontiguousarray(npz["rest_joints"], dtype=np.float32)
-        parents = tuple(int(p) for p in npz["joint_parents"])
-    if joints.shape != (N_JOINTS, 3) or parents != PARENTS:
-        raise ValueError(f"{path}: rest skeleton does not match the SMPL-X joint layout")
+@functools.lru_cache(maxsize=64)
+def _rest_skeleton(key: bytes) -> np.ndarray:
+    joints = np.ascontiguousarray(smplx_skeleton.rest_joints(np.frombuffer(key, np.float32)), dtype=np.float32)
     joints.flags.writeable = False  # shared by every caller
-    return joints, parents
+    return joints
 
 
-def rest_skeleton() -> tuple[np.ndarray, tuple[int, ...]]:
-    """The free body's rest skeleton: ``(rest_joints (55, 3) float32 metres, parents)``.
+def rest_skeleton(betas=None) -> tuple[np.ndarray, tuple[int, ...]]:
+    """SMPL-X's rest skeleton for a body shape: ``(rest_joints (55, 3) float32 metres, parents)``.
 
-    Read from the baked asset once, then cached (the array is read-only; copy it to modify).
-    Rest pose: T-pose, Y up, facing +Z, pelvis at ``rest_joints[0]``.
+    ``betas`` (B,): only the first 10 matter (see `smplx_skeleton`); None: the neutral shape.
+    Cached per shape (the array is read-only; copy it to modify). Rest pose: T-pose, Y up, facing +Z,
+    in SMPL-X's model frame (the neutral pelvis at about (0.003, -0.351, 0.012), soles at y = -1.302).
     """
-    return _load_rest_skeleton(str(BODY_ASSET))
+    return _rest_skeleton(smplx_skeleton.shape_key(betas)), PARENTS
 
 
 def joint_positions(motion) -> np.ndarray:
-    """(T, 55, 3) float32 world joint positions of a `Motion` on the free body's skeleton."""
-    rest, parents = rest_skeleton()
-    return forward_kinematics(motion.poses, motion.trans, rest, parents)[0]
+    """(T, 55, 3) float32 world joint positions of a `Motion`, as SMPL-X puts them: its rest skeleton
+    for the motion's ``betas`` (first 10) and its mean hand pose added to the finger rotations."""
+    rest, parents = rest_skeleton(motion.betas)
+    return forward_kinematics(smplx_skeleton.with_mean_hands(motion.poses), motion.trans, rest, parents)[0]

@@ -1,8 +1,9 @@
 """Framing: one fixed perspective camera per clip, fitted to the clip's extent for a view.
 
 Pure NumPy (no OpenGL): `fit_camera` frames a box, `view_region` picks the vertices a view shows,
-`clip_camera` fits the box of a whole clip (a moving camera would make the body look jittery).
-Coordinates are metres, +Y up, the rest pose facing +Z.
+`clip_camera` fits the box of a whole clip (a moving camera would make the body look jittery),
+`motion_floor` is the floor under SMPL-X motion, from the skeleton's sole heights (never from where a
+mesh happens to be). Coordinates are metres, +Y up, the rest pose facing +Z.
 """
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import Iterable
 
 import numpy as np
 
+from ..motion import smplx_skeleton
 from ..motion.skeleton import HEAD, NECK, PELVIS
 
-__all__ = ["VIEWS", "Camera", "check_view", "fit_camera", "view_region", "clip_camera"]
+__all__ = ["VIEWS", "Camera", "check_view", "fit_camera", "view_region", "clip_camera", "motion_floor"]
 
 VIEWS = ("full", "upper", "face")
 
@@ -119,8 +121,9 @@ def clip_camera(vertices: np.ndarray | Iterable[np.ndarray], view: str, aspect: 
             clip, so the clip is never in memory whole).
         view: one of `VIEWS`.
         aspect: image width / height.
-        region: (V,) bool of the vertices to frame (`view_region`); None: all. The floor always
-            goes under the lowest vertex of the whole body.
+        region: (V,) bool of the vertices to frame (`view_region`); None: all.
+        floor_y: the floor's height, for SMPL-X motion `motion_floor`; None: under the lowest vertex
+            of the whole body over the clip (for meshes that are not posed SMPL-X motion).
     """
     chunks = [vertices] if isinstance(vertices, np.ndarray) else vertices
     lo, hi, bottom = np.full(3, np.inf), np.full(3, -np.inf), np.inf
@@ -134,3 +137,12 @@ def clip_camera(vertices: np.ndarray | Iterable[np.ndarray], view: str, aspect: 
     if not np.isfinite(lo).all():
         raise ValueError("cannot frame an empty clip")
     return fit_camera(lo, hi, aspect, view, floor_y=bottom if floor_y is None else floor_y)
+
+
+def motion_floor(motions) -> float:
+    """The floor (world y, metres) under SMPL-X motions shown together: where SMPL-X's soles stand for
+    each motion's shape under its translation (`smplx_skeleton.clip_floor`: 0 for the neutral shape
+    under BEAT2 / EMAGE translations); the lowest of them when the clips' floors differ (different
+    shapes, differ by centimetres). Nothing is measured on the posed body.
+    """
+    return min(smplx_skeleton.clip_floor(m.trans, m.betas) for m in motions)

@@ -2,6 +2,10 @@
 labels, every cell also written as its own mp4, in one rendering pass), with the mesh renderer or the
 instant stick figure (``renderer="stick"``). One camera per clip (`render.camera`): a moving camera
 would make the body look jittery.
+
+Every body (``anny``, ``mannequin``, ``smplx``) is posed on SMPL-X's skeleton for each motion's betas,
+and the floor lies where SMPL-X's soles stand under the motions' translations (`camera.motion_floor`),
+never moved to meet the mesh.
 """
 from __future__ import annotations
 
@@ -12,11 +16,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .camera import check_view, clip_camera, view_region
+from .camera import check_view, clip_camera, motion_floor, view_region
 from .mesh import DEFAULT_SIZE, MeshRenderer
 from .video import Progress, VideoWriter
 
-__all__ = ["GridResult", "grid_shape", "compose_grid", "draw_label", "label_box", "motion_frames",
+__all__ = ["GridResult", "grid_shape", "compose_grid", "draw_label", "label_box", "motion_frames", "body_name",
            "render_motion", "render_grid"]
 
 
@@ -96,17 +100,19 @@ class GridResult:
     cell_paths: list[Path]  # one mp4 per motion, same frames as its grid cell
 
 
-_BODY = None
+def _body(body):
+    """A body object as given, or the body called ``body`` (``anny``, ``mannequin``, ``smplx``; None: the
+    default, `emage_core.body.default_body`), loaded once per process."""
+    if body is None or isinstance(body, str):
+        from ..body import load_body
+
+        return load_body(body)
+    return body
 
 
-def _default_body():
-    """The baked free body, loaded once per process."""
-    global _BODY
-    if _BODY is None:
-        from ..body.anny import Body
-
-        _BODY = Body.load()
-    return _BODY
+def body_name(body) -> str:
+    """The name of the body a render uses (``anny``, ``mannequin``, ``smplx``), for outputs' metadata."""
+    return getattr(_body(body), "name", type(body).__name__)
 
 
 def _cell_size(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -153,12 +159,13 @@ _CHUNK = 32  # frames posed at once: fast batched skinning, bounded memory
 
 
 def _posed_chunks(body, motion, trans: np.ndarray, stride: int = 1) -> Iterator[np.ndarray]:
-    """(t, V, 3) float32 vertex chunks of every ``stride``-th frame, in order."""
+    """(t, V, 3) float32 vertex chunks of every ``stride``-th frame, in order, posed on the SMPL-X
+    skeleton of the motion's betas."""
     idx = np.arange(0, motion.n_frames, stride)
     for s in range(0, len(idx), _CHUNK):
         i = idx[s:s + _CHUNK]
-        yield np.asarray(body.vertices(motion.poses[i], trans[i], expressions=motion.expressions[i]),
-                         np.float32)
+        yield np.asarray(body.vertices(motion.poses[i], trans[i], expressions=motion.expressions[i],
+                                       betas=motion.betas), np.float32)
 
 
 def motion_frames(motions: Sequence, *, view: str = "full", size: int | tuple[int, int] = DEFAULT_SIZE,
@@ -167,22 +174,24 @@ def motion_frames(motions: Sequence, *, view: str = "full", size: int | tuple[in
     """One iterator of (h, w, 3) uint8 frames per motion, framed alike (what `render_grid` encodes).
 
     All clips share one camera, fitted to the union of their extents, so they appear at the same
-    scale and compare fairly. Frames are produced on demand: pull them in lockstep (frame t of
-    every clip, then t + 1) or one clip after the other. Options as in `render_grid`.
+    scale and compare fairly, and one floor (`camera.motion_floor`). Frames are produced on demand:
+    pull them in lockstep (frame t of every clip, then t + 1) or one clip after the other. Options as
+    in `render_grid`.
     """
     _check_motions(motions)
     view = check_view(view)
     keep = _keep_translation(keep_translation, view)
     w, h = _cell_size(size)
+    floor = motion_floor(motions)
     if renderer == "mesh":
-        return _mesh_frames(motions, body, view, (w, h), msaa, keep)
+        return _mesh_frames(motions, body, view, (w, h), msaa, keep, floor)
     if renderer == "stick":
-        return _stick_frames(motions, view, (w, h), keep)
+        return _stick_frames(motions, view, (w, h), keep, floor)
     raise ValueError(f"renderer must be 'mesh' or 'stick', got {renderer!r}")
 
 
-def _mesh_frames(motions, body, view, size, msaa, keep_translation) -> list[Iterator[np.ndarray]]:
-    body = body if body is not None else _default_body()
+def _mesh_frames(motions, body, view, size, msaa, keep_translation, floor) -> list[Iterator[np.ndarray]]:
+    body = _body(body)
     w, h = size
     renderer = MeshRenderer(w, h, view=view, msaa=msaa)
     rest_joints = getattr(body, "rest_joints", None)
@@ -192,7 +201,7 @@ def _mesh_frames(motions, body, view, size, msaa, keep_translation) -> list[Iter
     trans = [_trans(m, keep_translation) for m in motions]
     # The extent is measured on every 3rd frame (motion between them is within the margin).
     samples = (chunk for m, t in zip(motions, trans) for chunk in _posed_chunks(body, m, t, stride=3))
-    renderer.set_camera(clip_camera(samples, view, w / h, region))
+    renderer.set_camera(clip_camera(samples, view, w / h, region, floor_y=floor))
     faces = np.asarray(body.faces)
 
     def frames(m, t):
@@ -203,14 +212,14 @@ def _mesh_frames(motions, body, view, size, msaa, keep_translation) -> list[Iter
     return [frames(m, t) for m, t in zip(motions, trans)]
 
 
-def _stick_frames(motions, view, size, keep_translation) -> list[Iterator[np.ndarray]]:
+def _stick_frames(motions, view, size, keep_translation, floor) -> list[Iterator[np.ndarray]]:
     from dataclasses import replace
 
     from ..motion.kinematics import joint_positions
     from .stick import StickRenderer
 
     joints = [joint_positions(replace(m, trans=_trans(m, keep_translation))) for m in motions]
-    renderer = StickRenderer(*size, view=view).fit(np.concatenate(joints))
+    renderer = StickRenderer(*size, view=view).fit(np.concatenate(joints), floor_y=floor)
     return [(renderer.render_frame(j) for j in js) for js in joints]
 
 
@@ -230,8 +239,11 @@ def render_grid(motions: Sequence, path: str | os.PathLike, *, audio=None, label
         show_labels: False draws no text at all (blind comparisons), whatever ``labels`` says.
         view: ``full``, ``upper`` or ``face``.
         size: cell size in pixels, an int (square) or (width, height); even numbers.
-        renderer: ``mesh`` (the free body, shaded) or ``stick`` (2D skeleton preview, instant).
-        body: the body to pose (default: the baked free body, `emage_core.body.Body.load()`).
+        renderer: ``mesh`` (the body, shaded) or ``stick`` (2D skeleton preview, instant).
+        body: the body to pose: ``anny`` (the free body), ``mannequin`` (the wooden mannequin),
+            ``smplx`` (the official mesh, when ``$EMAGE_SMPLX_MODEL`` names its files), or a body
+            object; None: `emage_core.body.default_body`. Every body is posed on SMPL-X's skeleton
+            for each motion's betas.
         msaa: anti-aliasing samples for ``mesh`` (0 = off, fastest; 4 = smooth, ~3x slower).
         keep_translation: False removes the ground-plane drift of the root (see `_trans`);
             None (default): kept in the ``full`` view, removed in ``upper`` and ``face``.

@@ -93,7 +93,7 @@ def _floor_texture() -> np.ndarray:
 
 
 def _floor_mesh(camera: Camera):
-    """A floor square at the clip's lowest point, centred under the framed box."""
+    """A floor square where the skeleton's soles stand (``camera.floor_y``), centred under the framed box."""
     pr = pyrender()
     r, y = FLOOR_RADIUS_M, camera.floor_y
     # Grid lines stay on whole world coordinates, so drifting motion is seen against them.

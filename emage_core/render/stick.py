@@ -1,6 +1,7 @@
 """Instant 2D stick-figure preview: joint positions drawn as lines, seen from the front.
 
-No OpenGL and no body mesh: joints come from `emage_core.motion.kinematics.joint_positions`, are
+No OpenGL and no body mesh: joints come from `emage_core.motion.kinematics.joint_positions` (SMPL-X's
+skeleton for the motion's shape, with its mean hand pose), are
 projected orthographically onto the X-Y plane (the viewer stands on +Z, which the rest pose
 faces, so the character's left is on the image's right) and drawn with Pillow. A 256x256 frame
 takes well under 5 ms, so previews appear before a mesh render could start.
@@ -58,8 +59,12 @@ class StickRenderer:
         self.center = np.zeros(2)  # world (x, y) at the image centre
         self.floor_y: float | None = None
 
-    def fit(self, joints: np.ndarray) -> "StickRenderer":
-        """Fix the framing from (T, 55, 3) joints: the view's joints over the whole clip fit."""
+    def fit(self, joints: np.ndarray, floor_y: float | None = None) -> "StickRenderer":
+        """Fix the framing from (T, 55, 3) joints: the view's joints over the whole clip fit.
+
+        ``floor_y``: the floor's height in the full view (for SMPL-X motion `camera.motion_floor`: the
+        soles, a few cm below the ankle and foot joints); None: at the lowest joint.
+        """
         j = np.asarray(joints, np.float64).reshape(-1, len(PARENTS), 3)
         # pad = (above, elsewhere) in metres: the head circle reaches above the head joint.
         if self.view == "full":
@@ -71,10 +76,15 @@ class StickRenderer:
             pts, pad, margin = j[:, [NECK, HEAD, JAW, *EYES]], (0.2, 0.12), 1.15
         lo = pts[..., :2].reshape(-1, 2).min(0) - pad[1]
         hi = pts[..., :2].reshape(-1, 2).max(0) + np.array([pad[1], pad[0]])
+        if self.view == "full":
+            self.floor_y = float(j[..., 1].min()) if floor_y is None else float(floor_y)
+            if lo[1] - 0.3 < self.floor_y < lo[1]:
+                lo[1] = self.floor_y - 0.02  # the floor line stays in the picture (unless far away)
+        else:
+            self.floor_y = None
         extent = np.maximum(hi - lo, 0.2) * margin
         self.scale = float(min(self.width / extent[0], self.height / extent[1]))
         self.center = (lo + hi) / 2
-        self.floor_y = float(j[..., 1].min()) if self.view == "full" else None
         return self
 
     def to_pixels(self, points: np.ndarray) -> np.ndarray:

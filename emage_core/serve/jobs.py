@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Callable
 
 from ..audio import SAMPLE_RATE, load_audio
+from ..body import check_body, default_body
 from ..files import sha256_file
 from ..generate.complete import complete_parts
 from ..generate.interface import Progress
 from ..generate.registry import ModelRef, parse_ref
 from ..generate.settings import GenerationSettings
 from ..motion.beat2 import read_beat2, write_beat2
+from ..motion import smplx_skeleton
 from ..motion.clip import DEFAULT_FPS
 from ..render import RENDERERS, VIEWS
 
@@ -59,6 +61,7 @@ class JobSettings:
     size: int = 512
     show_labels: bool = True
     renderer: str = "mesh"
+    body: str | None = None  # anny | mannequin | smplx (the official mesh, where the operator supplies it); None: default
 
     @classmethod
     def of(cls, **values) -> "JobSettings":
@@ -106,6 +109,7 @@ class JobSettings:
             raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {self.view!r}")
         if self.renderer not in RENDERERS:
             raise ValueError(f"renderer must be one of {', '.join(RENDERERS)}, got {self.renderer!r}")
+        self.body = check_body(default_body() if self.body is None else self.body)
         if not isinstance(self.size, int) or not MIN_SIZE <= self.size <= MAX_SIZE:
             raise ValueError(f"video size must be {MIN_SIZE}-{MAX_SIZE} pixels, got {self.size}")
         self.size -= self.size % 2
@@ -208,7 +212,7 @@ def run_job(
         bvhs.append(write_bvh(clip, out / f"{stem}.bvh"))
 
     grid = render_grid(clips, out / "grid.mp4", audio=wav, labels=labels, show_labels=settings.show_labels,
-                       view=settings.view, size=settings.size, renderer=settings.renderer,
+                       view=settings.view, size=settings.size, renderer=settings.renderer, body=settings.body,
                        cell_paths=[out / f"{s}.mp4" for s in stems],
                        progress=lambda f, m: report(0.4 + 0.6 * f, f"rendering: {m}"))
 
@@ -230,6 +234,8 @@ def run_job(
         "reference_sha256": sha256_file(reference) if reference is not None else None,
         "frames": clips[0].n_frames,
         "fps": DEFAULT_FPS,
+        # what the videos and the .bvh files show the motion on (the body: settings.body)
+        "skeleton": smplx_skeleton.DESCRIPTION,
         "versions": first["versions"],
     }
     metadata = out / "metadata.json"

@@ -51,11 +51,12 @@ def claim_instance(base: str | os.PathLike) -> Path:
     return mine
 
 
-def remove_older_than(folder: str | os.PathLike, max_age_s: float, *, now: float | None = None) -> int:
+def remove_older_than(folder: str | os.PathLike, max_age_s: float, *, now: float | None = None,
+                      keep=None) -> int:
     """Remove the entries of ``folder`` (files or whole sub-folders) last modified over ``max_age_s`` ago.
 
-    A sub-folder's age is that of its newest entry, so a folder still being written is kept.
-    Returns how many entries went.
+    A sub-folder's age is that of its newest entry, so a folder still being written is kept; so is any
+    entry ``keep(path)`` says is in use (a request still waiting or running). Returns how many went.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -63,6 +64,8 @@ def remove_older_than(folder: str | os.PathLike, max_age_s: float, *, now: float
     now = time.time() if now is None else now
     removed = 0
     for entry in folder.iterdir():
+        if keep is not None and keep(entry):
+            continue
         try:
             newest = entry.lstat().st_mtime
             if entry.is_dir() and not entry.is_symlink():
@@ -82,8 +85,9 @@ def remove_older_than(folder: str | os.PathLike, max_age_s: float, *, now: float
 class Sweeper:
     """Removes what is older than ``max_age_s`` from ``folders`` every ``every_s`` seconds, in a thread."""
 
-    def __init__(self, folders: list[Path], max_age_s: float, every_s: float | None = None):
+    def __init__(self, folders: list[Path], max_age_s: float, every_s: float | None = None, keep=None):
         self.folders = list(folders)
+        self.keep = keep  # keep(path) -> True for entries in use
         self.max_age_s = max_age_s
         self.every_s = every_s if every_s is not None else min(60.0, max(1.0, max_age_s / 4))
         self._stop = threading.Event()
@@ -94,7 +98,7 @@ class Sweeper:
         return self
 
     def sweep(self) -> int:
-        return sum(remove_older_than(f, self.max_age_s) for f in self.folders)
+        return sum(remove_older_than(f, self.max_age_s, keep=self.keep) for f in self.folders)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):

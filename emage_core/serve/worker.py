@@ -52,7 +52,7 @@ class JobRequest:
 
 @dataclass
 class Event:
-    kind: str  # "progress" | "done" | "error" | "cancelled" (and "heartbeat", never passed on)
+    kind: str  # "progress" | "done" | "error" | "cancelled" (and "heartbeat", "ready": never passed on)
     job_id: str
     fraction: float = 0.0
     message: str = ""
@@ -86,6 +86,7 @@ def _worker_main(inbox: mp.Queue, events: mp.Queue, cancel: mp.Event, device: st
                 events.put(Event("heartbeat", busy[0]))
 
     threading.Thread(target=heartbeat, daemon=True, name="emage-heartbeat").start()
+    events.put(Event("ready", ""))  # imports done: the parent starts its watchdog clock with the first job
     parent = mp.parent_process()
     while True:
         try:
@@ -176,13 +177,15 @@ class GenerationWorker:
     """Parent-side handle of the worker process. Thread-safe: jobs run one at a time in submit order."""
 
     def __init__(self, device: str | None = None, start_method: str = "spawn", *, watchdog_s: float = 60.0,
-                 max_job_s: float | None = None, cancel_grace_s: float = 2.0, max_queued: int = 16):
+                 max_job_s: float | None = None, cancel_grace_s: float = 2.0, max_queued: int = 16,
+                 startup_s: float = 300.0):
         self._ctx = mp.get_context(start_method)  # spawn: CUDA cannot be used in a forked child
         self._device = device
         self.watchdog_s = watchdog_s
         self.max_job_s = max_job_s
         self.cancel_grace_s = cancel_grace_s
         self.max_queued = max_queued
+        self.startup_s = startup_s  # a (re)started process may take this long to import torch and get ready
         self._jobs: "collections.deque[JobHandle]" = collections.deque()
         self._running: JobHandle | None = None
         self._cond = threading.Condition()
@@ -195,6 +198,7 @@ class GenerationWorker:
 
     # -- the process ---------------------------------------------------------------------------
     def _start(self) -> None:
+        self._ready = False
         self._inbox = self._ctx.Queue()
         self._events = self._ctx.Queue()
         self._cancel_flag = self._ctx.Event()
@@ -260,9 +264,35 @@ class GenerationWorker:
                 with self._cond:
                     self._running = None
 
+    def _wait_ready(self, handle: JobHandle) -> bool:
+        """Wait until the process has started (imports take seconds on a busy machine, and must not count
+        against the watchdog); False if it died or never got ready (then it is replaced once)."""
+        deadline = time.monotonic() + self.startup_s
+        for attempt in range(2):
+            while not self._ready:
+                if handle._cancel.is_set():
+                    return False
+                try:
+                    event = self._events.get(timeout=_POLL_S)
+                    self._ready = event.kind == "ready" or self._ready
+                except queue.Empty:
+                    if not self._proc.is_alive() or time.monotonic() > deadline:
+                        break
+            if self._ready:
+                return True
+            self._restart("it did not start" if self._proc.is_alive() else
+                          f"it stopped while starting (exit code {self._proc.exitcode})")
+            deadline = time.monotonic() + self.startup_s
+        return False
+
     def _run(self, handle: JobHandle) -> None:
         if not self._proc.is_alive():  # died while idle: this request must not pay for it
             self._restart(f"found stopped before a job (exit code {self._proc.exitcode})")
+        if not self._wait_ready(handle):
+            handle._put(Event("cancelled", handle.job_id, message="cancelled") if handle._cancel.is_set() else
+                        Event("error", handle.job_id, message="the generation worker could not start; "
+                                                             "please try again"))
+            return
         self._drain_stale()
         self._cancel_flag.clear()
         self._inbox.put(handle.request)
