@@ -11,7 +11,7 @@ default never saw them). For each it prints BC (EMAGE's beat consistency, speeds
 the real capture's mean joint speeds, as EMAGE normalises by its dataset's), jerk (m/s^3, all 55
 joints) and the jaw-envelope correlation (lip-sync proxy), then checks the quality gates:
 
-- jaw-envelope correlation above 0.2 on every unseen speech;
+- jaw-envelope correlation above 0.2 on every unseen speech (models that generate the face);
 - jerk within 2x of the real capture's (0.5x .. 2x) on every unseen speech;
 - mean arm angular speed (shoulders, elbows, wrists) at least half the real capture's on every unseen speech.
 
@@ -120,8 +120,10 @@ def report(ref: str, rows: list, real_wav, wavs, normalizer, opts, args) -> bool
 
     unseen = [r for r in rows if r["kind"] == "unseen"]
     real_jerk, real_arm = rows[0]["jerk"], rows[0]["arm"]
+    face = "face" in gen.capabilities.parts  # the lip-sync gate only means something for a generated face
+    jaw_gate = f"jaw-envelope correlation > {JAW_GATE} on every unseen speech"
     gates = {
-        f"jaw-envelope correlation > {JAW_GATE} on every unseen speech": all(r["jaw"] > JAW_GATE for r in unseen),
+        jaw_gate: all(r["jaw"] > JAW_GATE for r in unseen) if face else None,
         f"jerk within {JERK_GATE:g}x of the real capture's ({real_jerk:.1f} m/s^3)":
             all(1 / JERK_GATE <= r["jerk"] / real_jerk <= JERK_GATE for r in unseen),
         f"arm angular speed at least {ARM_GATE:g}x the real capture's ({real_arm:.2f} rad/s)":
@@ -146,8 +148,9 @@ def report(ref: str, rows: list, real_wav, wavs, normalizer, opts, args) -> bool
     print(f"\nL1 diversity, 3 variants (seeds {args.seed}-{args.seed + 2}) of {UNSEEN[0]}: {diversity:.3f} m")
     print(f"generation: {seconds:.1f} s on CPU ({args.threads} threads) for everything above")
     for gate, passed in gates.items():
-        print(f"{'PASS' if passed else 'FAIL'}: {gate}")
-    return all(gates.values())
+        print(f"{'n/a ' if passed is None else 'PASS' if passed else 'FAIL'}: {gate}"
+              + (" (the model does not generate the face: it stays at rest)" if passed is None else ""))
+    return all(v for v in gates.values() if v is not None)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,27 @@ def test_checkpoint_round_trip_is_strict(folder, tmp_path):
         load_pretrained(bad)
 
 
+def test_position_tables_are_rebuilt_not_stored(folder, tmp_path):
+    """The PE tables are computed from the config: our files leave them out (1.2 MB less), and a file
+    that has them (the reference's layout, imported) still loads strictly."""
+    from safetensors.torch import load_file, save_file
+
+    stored = load_file(str(folder / "model.safetensors"))
+    assert not [k for k in stored if k.endswith("PE.pe")]
+    ckpt = load_pretrained(folder)
+    fresh = DiffSHEGDenoiser(ckpt.config).state_dict()
+    pe_keys = [k for k in fresh if k.endswith("PE.pe")]
+    assert pe_keys and all(torch.equal(ckpt.model.state_dict()[k], fresh[k]) for k in pe_keys)
+    full = tmp_path / "full"
+    full.mkdir()
+    for name in ("config.json", "statistics.npz"):
+        (full / name).write_bytes((folder / name).read_bytes())
+    save_file({**stored, **{k: fresh[k].contiguous() for k in pe_keys}}, str(full / "model.safetensors"))
+    again = load_pretrained(full)
+    for k, v in ckpt.model.state_dict().items():
+        assert torch.equal(again.model.state_dict()[k], v), k
+
+
 @pytest.mark.parametrize("seconds", [0.3, 0.8, 1.0, 2.37])
 def test_exact_frame_count(gen, seconds):
     wav = _speech(seconds)
@@ -178,3 +199,18 @@ def test_cli_generate_with_a_lock(folder, tmp_path):
     m, want = read_beat2(out), read_beat2(ref)
     hands = list(PARTS["hands"])
     np.testing.assert_allclose(m.poses[6:24][:, hands], want.poses[6:24][:, hands], atol=1e-5)
+
+
+def test_without_a_bundled_default_the_family_says_so_without_server_paths(tmp_path, monkeypatch):
+    """No bundled DiffSHEG (this version ships none): `--model diffsheg` names what to load instead, never a
+    server folder, and the page's selector does not offer a default it cannot load."""
+    from emage_core.generate import diffsheg as module
+    from emage_core.generate import registry
+    from emage_core.models import hub
+
+    monkeypatch.setattr(module, "BUNDLED", tmp_path / "absent")
+    with pytest.raises(hub.WeightsError) as e:
+        DiffshegGenerator.from_pretrained(device="cpu")
+    assert "diffsheg:" in str(e.value) and str(tmp_path) not in str(e.value) and str(hub.CHECKPOINTS) not in str(e.value)
+    assert "diffsheg" not in [ref for _, ref in registry.choices()]
+    assert "emage" in [ref for _, ref in registry.choices()]

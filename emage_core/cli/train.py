@@ -28,6 +28,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             mirror=args.mirror, seed=args.seed, device=args.device, save_every=args.save_every, resume=args.resume))
         print(f"checkpoint: {args.out} (python -m emage_core generate SPEECH -o OUT.npz --model diffsheg:{args.out})")
         return 0
+    if args.family == "emotiongesture":
+        from ..train.emotiongesture import EmotionGestureTrainConfig, train_emotiongesture
+
+        if args.size == "official":
+            raise SystemExit("EmotionGesture has no released size: choose --size tiny or base")
+        train_emotiongesture(EmotionGestureTrainConfig(
+            data=args.data, out=args.out, size=args.size, steps=args.steps, batch_size=args.batch_size,
+            lr=args.lr if args.lr is not None else 1e-3, stride=args.stride if args.stride is not None else 4,
+            mirror=args.mirror, emotions="all" if args.emotions is None else args.emotions,
+            label_dropout=args.label_dropout, seed=args.seed, device=args.device, save_every=args.save_every,
+            resume=args.resume))
+        print(f"checkpoint: {args.out} (python -m emage_core generate SPEECH -o OUT.npz --model emotiongesture:{args.out})")
+        return 0
     from ..train.emage import TrainConfig, train
 
     config = TrainConfig(
@@ -76,8 +89,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 def add_train_parsers(subparsers) -> None:
     """Add ``train`` and ``metrics`` to the ``python -m emage_core`` sub-commands."""
     p = subparsers.add_parser("train", help="train a model family on motion + speech (EMAGE: the released layout)")
-    p.add_argument("--family", default="emage", choices=("emage", "diffsheg"),
-                   help="what to train: emage (default) or diffsheg (upper body, hands, face; no HuBERT)")
+    p.add_argument("--family", default="emage", choices=("emage", "diffsheg", "emotiongesture"),
+                   help="what to train: emage (default), diffsheg (upper body, hands, face; no HuBERT) or "
+                        "emotiongesture (upper body and hands; emotion labels from BEAT2 names, TextGrid transcripts)")
     p.add_argument("--data", required=True,
                    help="BEAT2 folder (smplxflame_30/ + wave16k/) or a folder of name.npz + name.wav pairs")
     p.add_argument("--out", required=True, help="checkpoint folder to write (and to --resume)")
@@ -90,10 +104,10 @@ def add_train_parsers(subparsers) -> None:
                    help="vq = the five autoencoders, audio = the audio model on trained ones, all = both (default)")
     p.add_argument("--batch-size", type=int, default=16, help="windows per step (default 16; the reference 56)")
     p.add_argument("--lr", type=float, default=None,
-                   help="learning rate (EMAGE's audio model: 1.5e-4; DiffSHEG: 2e-4; the references')")
+                   help="learning rate (EMAGE's audio model: 1.5e-4; DiffSHEG: 2e-4, the references'; EmotionGesture: 1e-3)")
     p.add_argument("--vq-lr", type=float, default=3e-4, help="autoencoder learning rate (default 3e-4)")
     p.add_argument("--stride", type=int, default=None,
-                   help="frames between training windows (EMAGE's 64-frame windows: 20; DiffSHEG's 88: 10)")
+                   help="frames between training windows (EMAGE's 64-frame windows: 20; DiffSHEG's 88: 10; EmotionGesture's 72: 4)")
     p.add_argument("--mirror", action="store_true", help="add left/right mirrored copies of every clip")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
@@ -104,7 +118,8 @@ def add_train_parsers(subparsers) -> None:
                    help="take the five autoencoders from this checkpoint (folder or Hub id) instead of training them")
     p.add_argument("--emotions", default=None, metavar="LABELS", type=str.lower,
                    help="learn emotion conditioning: comma-separated BEAT labels (neutral,happiness,...) or 'all' "
-                        "(those in the data, from BEAT2 file names); default: none, as the release")
+                        "(those in the data, from BEAT2 file names); default: none, as the release "
+                        "(EmotionGesture: all)")
     p.add_argument("--speakers", default=None, metavar="LABELS",
                    help="learn speaker embeddings: BEAT2 '{id}_{name}' labels (2_scott,...) or 'all'; default: one speaker")
     p.add_argument("--label-dropout", type=float, default=0.15,

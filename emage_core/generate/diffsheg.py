@@ -40,6 +40,9 @@ from .settings import GenerationSettings, SettingsError
 
 PARTS_GENERATED = ("face", "upper", "hands")
 BUNDLED = hub.CHECKPOINTS / "diffsheg_studio_default"
+NO_DEFAULT = ("DiffSHEG has no bundled default in this version (a small one trained on a CPU did not yet meet "
+              "the quality gates): name a checkpoint, e.g. diffsheg:owner/name on the Hub, or a folder made by "
+              "'python -m emage_core import diffsheg' or 'python -m emage_core train --family diffsheg'")
 
 
 def _part_channels(part: str) -> list[int]:
@@ -77,6 +80,8 @@ class DiffshegGenerator(Generator):
         The reference's own files (``.tar`` + ``talkshow_mean_std.npy``) load after
         ``python -m emage_core import diffsheg``.
         """
+        if source is None and not (BUNDLED / WEIGHTS_NAME).is_file():
+            raise hub.WeightsError(NO_DEFAULT)
         resolved = hub.resolve_source(BUNDLED if source is None else source, revision,
                                       hub_files=[CONFIG_NAME, WEIGHTS_NAME, STATS_NAME])
         try:

@@ -31,7 +31,8 @@ ENTRY_POINT_GROUP = "emage_studio.generators"
 LOCAL = "local:"
 # Built-in families, imported only when used (torch and the networks are heavy).
 _BUILTIN = {"emage": "emage_core.generate.emage:EmageGenerator",
-            "diffsheg": "emage_core.generate.diffsheg:DiffshegGenerator"}
+            "diffsheg": "emage_core.generate.diffsheg:DiffshegGenerator",
+            "emotiongesture": "emage_core.generate.emotiongesture:EmotionGestureGenerator"}
 _FAMILIES: dict[str, object] = {}  # name -> class, or "module:Class" not yet imported
 
 
@@ -200,12 +201,19 @@ def load_cached(ref: str | ModelRef | None, *, revision: str | None = None, devi
     return _LOADED[key]
 
 
+def _has_default(cls) -> bool:
+    """Whether ``FAMILY`` alone loads something: no files needed, a Hub id, or a bundled folder that is there."""
+    source = cls.default_source()
+    return not isinstance(source, Path) or source.is_dir()
+
+
 def choices() -> list[tuple[str, str]]:
     """(label, reference) for a model selector: each family's default, official Hub weights, listed folders."""
     out = []
     for name in families():
         cls = family_class(name)
-        out.append((f"{getattr(cls, 'display_name', name)}: bundled default", name))
+        if _has_default(cls):
+            out.append((f"{getattr(cls, 'display_name', name)}: bundled default", name))
         for repo in getattr(cls, "hub_repos", lambda: ())():
             out.append((f"{getattr(cls, 'display_name', name)}: {repo} (Hugging Face Hub)", f"{name}:{repo}"))
     for local_name, folder in local_checkpoints().items():

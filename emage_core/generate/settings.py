@@ -50,10 +50,16 @@ class EmageOptions:
     overlap: int = DEFAULT_OVERLAP  # frames neighbouring 64-frame windows share, crossfaded in code-latent space; 0 = the reference
     snap_face: bool = False  # decode the face from the nearest code, as the reference does
     exact_audio_timing: bool = True  # False: the reference's drifting 533-samples-per-frame windows
+    audio_context: str = "clip"  # "window": each window's audio encoded alone, zero-padded, as the reference
+    precision: str = "auto"  # the audio model's: "float32" (the reference), "bfloat16", "auto" = bf16 where native
 
     def validate(self, most: int | None = None) -> None:
         _number("overlap", self.overlap, 0, max_overlap() if most is None else most, whole=True)
         self.overlap = int(self.overlap)
+        if self.audio_context not in ("window", "clip"):
+            raise SettingsError(f"audio_context must be 'window' or 'clip', got {self.audio_context!r}")
+        if self.precision not in ("auto", "float32", "bfloat16"):
+            raise SettingsError(f"precision must be 'auto', 'float32' or 'bfloat16', got {self.precision!r}")
 
 
 @dataclass
@@ -104,12 +110,14 @@ class GenerationSettings:
     speaker: str | None = None  # a speaker the model learned
     emage: EmageOptions = field(default_factory=EmageOptions)
     diffsheg: DiffshegOptions = field(default_factory=DiffshegOptions)
+    emotiongesture: "EmotionGestureOptions" = field(default_factory=lambda: EmotionGestureOptions())
 
     @classmethod
     def reference_preset(cls, family: str = "emage", **overrides) -> "GenerationSettings":
         """Settings under which a family does what its released implementation does."""
         presets = {"emage": {"temperature": 0.0,
-                             "emage": EmageOptions(overlap=0, snap_face=True, exact_audio_timing=False)},
+                             "emage": EmageOptions(overlap=0, snap_face=True, exact_audio_timing=False,
+                                                  audio_context="window", precision="float32")},
                    "diffsheg": {"diffsheg": DiffshegOptions(steps=25, guidance_scale=1.15, window=88, overlap=10,
                                                             repeats=5)}}
         if family not in presets:
@@ -144,6 +152,7 @@ class GenerationSettings:
             raise LockError("locked parts need a reference motion")
         self.emage.validate()
         self.diffsheg.validate()
+        self.emotiongesture.validate()
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,6 +161,7 @@ class GenerationSettings:
         out["locks"] = [str(lock) for lock in self.locks]
         out["emage"] = dataclasses.asdict(self.emage)
         out["diffsheg"] = dataclasses.asdict(self.diffsheg)
+        out["emotiongesture"] = dataclasses.asdict(self.emotiongesture)
         out["reference_frames"] = self.reference.n_frames if self.reference is not None else None
         return out
 
@@ -161,15 +171,22 @@ class GenerationSettings:
 
 @dataclass
 class EmotionGestureOptions:
-    """EmotionGesture's windows (see `emage_core.models.emotiongesture.inference`); None = the checkpoint's.
+    """EmotionGesture's windows (see `emage_core.models.emotiongesture.inference`); None = the default.
 
     window: frames generated per window, each window seeded by the previous one's last frames (the
-    bundled default: 64; at most the checkpoint's ``max_window``, 256).
+    checkpoint's; the bundled default: 64; at most the checkpoint's ``max_window``, 256).
+    overlap: frames each window shares with the one before, crossfaded (default 16, at most half the
+    window; 0 = windows meet
+    end to start).
     """
 
     window: int | None = None
+    overlap: int | None = None
 
     def validate(self) -> None:
         if self.window is not None:
             _number("window", self.window, 8, 256, whole=True)
             self.window = int(self.window)
+        if self.overlap is not None:
+            _number("overlap", self.overlap, 0, (self.window or 64) - 1, whole=True)
+            self.overlap = int(self.overlap)

@@ -47,6 +47,11 @@ class DiffshegCheckpoint:
     extra: dict = field(default_factory=dict)  # the rest of config.json (training notes, data)
 
 
+def _computed(key: str) -> bool:
+    """State-dict keys that are functions of the config (the PE tables), not learned."""
+    return key.endswith("PE.pe")
+
+
 def save_pretrained(folder: str | os.PathLike, model: DiffSHEGDenoiser, mean: np.ndarray, std: np.ndarray, *,
                     sampler: SamplerConfig | None = None, speakers=(), hubert_model_id: str | None = None,
                     extra: dict | None = None) -> Path:
@@ -55,7 +60,8 @@ def save_pretrained(folder: str | os.PathLike, model: DiffSHEGDenoiser, mean: np
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # The sinusoidal PE tables are computed from the config (1.2 MB at any size): not stored.
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not _computed(k)}
     atomic_write(folder / WEIGHTS_NAME, write=lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
     stats = {"norm_mean_232": np.asarray(mean, np.float32), "norm_std_232": np.asarray(std, np.float32)}
     from ...motion.beat2 import npz_bytes
@@ -81,8 +87,11 @@ def load_pretrained(folder: str | os.PathLike, device: str | torch.device = "cpu
         raise ValueError(f"{folder.name}: config.json says family {config.get('family')!r}, not {FAMILY!r}")
     cfg = DiffSHEGConfig(**config["model"])
     model = DiffSHEGDenoiser(cfg)
+    state = load_file(str(folder / WEIGHTS_NAME))
+    # computed buffers a file leaves out are rebuilt; every stored key must still fit exactly
+    state.update({k: v for k, v in model.state_dict().items() if _computed(k) and k not in state})
     try:
-        model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ValueError(f"{folder.name}: weights do not fit the DiffSHEG configuration: "
                          f"{str(e).splitlines()[0]}") from None
