@@ -335,6 +335,27 @@ def test_the_floor_comes_from_the_skeleton_not_the_mesh():
     assert motion_floor([beat2, tall]) == motion_floor([tall])
 
 
+def test_a_clip_at_rest_beside_a_translated_one_stands_on_the_same_floor():
+    """A family that leaves translation at rest (pelvis at the origin) compared with one that moves the
+    root as BEAT2 does: both are lifted onto the one floor the cells share, so neither floats nor sinks."""
+    from dataclasses import replace
+
+    from emage_core.motion import smplx_skeleton as S
+    from emage_core.motion.kinematics import joint_positions
+    from emage_core.render import grid
+
+    still = _motion(5)
+    beat2 = _motion(5)
+    beat2.trans[:, 1] = -S.rest_floor()  # BEAT2-style: the soles at y = 0, the floor of BEAT2 translations
+    floor = motion_floor([still, beat2])
+    feet = []
+    for m in (still, beat2):
+        j = joint_positions(replace(m, trans=grid._trans(m, True, floor)))
+        feet.append(j[:, [7, 8, 10, 11], 1].min())
+    assert abs(feet[0] - feet[1]) < 0.02
+    np.testing.assert_array_equal(grid._trans(beat2, True, motion_floor([beat2])), beat2.trans)  # alone: as is
+
+
 def _beat2_clip(frames: slice):
     from conftest import BEAT2
     from emage_core.motion.beat2 import read_beat2

@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..motion import smplx_skeleton
 from .camera import check_view, clip_camera, motion_floor, view_region
 from .mesh import DEFAULT_SIZE, MeshRenderer
 from .video import Progress, VideoWriter
@@ -142,16 +143,19 @@ def _keep_translation(keep_translation: bool | None, view: str) -> bool:
     return view == "full" if keep_translation is None else bool(keep_translation)
 
 
-def _trans(motion, keep_translation: bool) -> np.ndarray:
-    """(T, 3) root translation to render: as is, or with the ground-plane drift removed.
+def _trans(motion, keep_translation: bool, floor: float | None = None) -> np.ndarray:
+    """(T, 3) root translation to render: as is, or with the ground-plane drift removed; lifted so the
+    clip's own floor (`smplx_skeleton.clip_floor`) is ``floor``, the one all cells share.
 
     Without translation the body stays where it starts horizontally; the vertical part is kept
-    so crouches and bounces still look right and the feet stay on the floor.
+    so crouches and bounces still look right and the feet stay on the floor. The lift matters when a
+    clip whose translation is at rest (pelvis at the origin) stands beside a translated one.
     """
-    if keep_translation:
-        return motion.trans
     t = motion.trans.copy()
-    t[:, [0, 2]] = motion.trans[:1, [0, 2]]
+    if not keep_translation:
+        t[:, [0, 2]] = motion.trans[:1, [0, 2]]
+    if floor is not None:
+        t[:, 1] += floor - smplx_skeleton.clip_floor(motion.trans, motion.betas)
     return t
 
 
@@ -198,7 +202,7 @@ def _mesh_frames(motions, body, view, size, msaa, keep_translation, floor) -> li
     if rest_joints is None:
         rest_joints = body.joints(np.zeros((1, 55, 3), np.float32), np.zeros((1, 3), np.float32))[0]
     region = view_region(body.rest_vertices, rest_joints, view)
-    trans = [_trans(m, keep_translation) for m in motions]
+    trans = [_trans(m, keep_translation, floor) for m in motions]
     # The extent is measured on every 3rd frame (motion between them is within the margin).
     samples = (chunk for m, t in zip(motions, trans) for chunk in _posed_chunks(body, m, t, stride=3))
     renderer.set_camera(clip_camera(samples, view, w / h, region, floor_y=floor))
@@ -218,7 +222,7 @@ def _stick_frames(motions, view, size, keep_translation, floor) -> list[Iterator
     from ..motion.kinematics import joint_positions
     from .stick import StickRenderer
 
-    joints = [joint_positions(replace(m, trans=_trans(m, keep_translation))) for m in motions]
+    joints = [joint_positions(replace(m, trans=_trans(m, keep_translation, floor))) for m in motions]
     renderer = StickRenderer(*size, view=view).fit(np.concatenate(joints), floor_y=floor)
     return [(renderer.render_frame(j) for j in js) for js in joints]
 
