@@ -23,10 +23,14 @@ VENV=${EMAGE_VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
 
-# System packages: one list in packages.txt (a Hugging Face Space installs the same file), plus
-# Chromium for the browser test. python3-venv only where the interpreter cannot make a venv.
+# System packages: one list in packages.txt (a Hugging Face Space installs the same file), plus for the
+# tests Chromium (the browser test), Blender with Debian's NumPy for its glTF add-on (the export tests
+# import .glb/.bvh/.fbx into it) and, where there is no npm yet, Node.js with npm (the Khronos glTF
+# validator; another Node.js, e.g. NodeSource's, bundles npm and conflicts with Debian's). python3-venv only
+# where the interpreter cannot make a venv.
 mapfile -t APT_PACKAGES < <(grep -vE '^\s*(#|$)' packages.txt)
-[ "$TEST" = 1 ] && APT_PACKAGES+=(chromium)
+[ "$TEST" = 1 ] && APT_PACKAGES+=(chromium blender python3-numpy)
+[ "$TEST" = 1 ] && ! command -v npm >/dev/null && APT_PACKAGES+=(nodejs npm)
 "$PYTHON" -c "import ensurepip, venv" 2>/dev/null || APT_PACKAGES+=(python3-venv)
 if command -v apt-get >/dev/null && command -v dpkg >/dev/null; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -63,6 +67,15 @@ fi
 
 "${PIP[@]}" -r requirements.txt
 [ "$TEST" = 1 ] && "${PIP[@]}" -r requirements-test.txt
+# The Khronos glTF validator for the export tests: npm's gltf-validator, pinned, into the git-ignored .tools/
+if [ "$TEST" = 1 ]; then
+  if command -v npm >/dev/null; then
+    npm install --prefix .tools/gltf-validator --no-save --no-audit --no-fund --loglevel=error \
+      gltf-validator@2.0.0-dev.3.10
+  else
+    echo "install.sh: no npm here; the glTF validator tests will skip" >&2
+  fi
+fi
 # emage_core itself (editable: bench/ and scripts/ import it like any installed package)
 "${PIP[@]}" --no-deps -e .
 echo "install.sh: done. Python: $PY"

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import gradio as gr
@@ -19,6 +20,7 @@ import pytest
 import soundfile as sf
 
 from conftest import REPO
+from emage_core.export.blender import have_blender
 from emage_core.models import hub
 from emage_core.motion.beat2 import write_beat2
 from emage_core.serve.jobs import JobSettings
@@ -64,8 +66,11 @@ def test_generate_handler_returns_every_output(studio, tmp_path):
     assert "2 video(s)" in status and Path(grid).is_file()
     assert len(cells) == 2 and all(Path(c).is_file() for c in cells)  # each variant's own video
     names = sorted(Path(f).name for f in files)
-    assert names == ["emage_outputs.zip", "metadata.json", "variant_1.bvh", "variant_1.npz", "variant_2.bvh",
-                     "variant_2.npz"]
+    fbx = [f"variant_{k}.fbx" for k in (1, 2)] if have_blender() else []  # FBX where Blender is installed
+    assert names == sorted(["emage_outputs.zip", "metadata.json", *fbx, *(f"variant_{k}.{ext}" for k in (1, 2)
+                                                                          for ext in ("bvh", "glb", "npz"))])
+    with zipfile.ZipFile(next(f for f in files if f.endswith(".zip"))) as zf:
+        assert {"variant_1.glb", "variant_2.glb", *fbx} <= set(zf.namelist())
     assert meta["seeds"] == [3, 4] and meta["frames"] == 60 and len(meta["speech"]["sha256"]) == 64
     assert meta["weights"]["files"]  # sha256 of every weight file
     assert Path(previous).name == "variant_1.npz" and Path(previous).parent.parent == studio.root

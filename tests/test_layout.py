@@ -111,7 +111,7 @@ LAYERS = (
     {"models"},  # each family's networks and checkpoint loading
     {"edit"},  # locks and explicit edits of motion (generation applies them)
     {"generate"},  # the interface, settings, registry, each family's generator
-    {"body", "render", "train", "metrics"},  # what is done with motion
+    {"body", "render", "export", "train", "metrics"},  # what is done with motion
     {"serve", "batch", "cli", "__main__"},  # the entry points
 )
 

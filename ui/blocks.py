@@ -103,7 +103,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
                 grid = gr.Video(label="Side by side", autoplay=False)
                 with gr.Row():
                     cells = [gr.Video(label=f"Video {k + 1}", visible=False) for k in range(MAX_VIDEOS)]
-                files = gr.File(label="Downloads: BEAT2 .npz, .bvh, metadata, zip", file_count="multiple")
+                files = gr.File(label="Downloads: BEAT2 .npz, .bvh, .glb (.fbx with Blender), metadata, zip",
+                                file_count="multiple")
                 meta = gr.JSON(label="Metadata (model, weights, seeds, settings)")
 
         # -- wiring ---------------------------------------------------------------------------

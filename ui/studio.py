@@ -357,7 +357,8 @@ class Studio:
 
     def _present(self, result, session: str) -> dict:
         videos = [str(p) for p in result.videos]
-        files = [str(p) for p in (*result.motions, *result.bvhs, result.metadata, result.archive)]
+        files = [str(p) for p in (*result.motions, *result.bvhs, *result.glbs, *result.fbxs, result.metadata,
+                                    result.archive)]
         self._remember(result.motions, session)
         meta = json.loads(result.metadata.read_text())
         models = sorted({m["model_id"] for m in meta["models"]})

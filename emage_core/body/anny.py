@@ -279,6 +279,20 @@ class Body:
         rig = self._rig(betas)
         return rig.rest_vertices, np.asarray(rig.rest_joints, np.float32)
 
+    def joint_weights(self) -> scipy.sparse.csr_matrix:
+        """(V, 55) float32 sparse skinning weights per SMPL-X joint, rows summing to 1: each vertex's
+        weight on the Anny bones a joint drives, summed (what a standard skin on the SMPL-X skeleton
+        uses, e.g. the glTF export). Skinning `rest_pose` vertices with them about the SMPL-X joints is
+        exact at rest and close, not exact, when posed: `vertices` also applies per-bone rest maps that
+        one weight per joint cannot express (see `emage_core.export.gltf`)."""
+        n_used = len(self._driver)
+        by_joint = scipy.sparse.csr_matrix((np.ones(n_used, np.float32), (np.arange(n_used), self._driver)),
+                                           shape=(n_used, N_JOINTS + 1))
+        weights = (self._weights @ by_joint).tocsr()
+        if weights[:, N_JOINTS].nnz:  # the root bone (driver 55) moves no vertex of the baked body
+            raise BodyError(f"{self.path}: vertices weighted to the root bone, which has no SMPL-X joint")
+        return weights[:, :N_JOINTS].tocsr()
+
     def _poses(self, poses: np.ndarray) -> np.ndarray:
         return smplx_skeleton.with_mean_hands(poses) if self.skeleton == "smplx" else poses
 

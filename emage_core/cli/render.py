@@ -1,4 +1,4 @@
-"""Command line for seeing and exporting motion: ``render`` (mp4) and ``export`` (BVH).
+"""Command line for seeing and exporting motion: ``render`` (mp4) and ``export`` (BVH, glTF, FBX).
 
 Registered by `emage_core.cli` through `add_render_parser`. Heavy modules (OpenGL, the body)
 are imported inside the commands so ``--help`` stays instant.
@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ..body import BODIES
+from ..export import RIGS, ROOT_MODES
 from ..render import VIEWS
 
 
@@ -55,17 +56,20 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Motion (.npz) -> BVH for animation tools."""
+    """Motion (.npz) -> BVH, animated glTF (.glb) or FBX (through Blender), by the output's suffix."""
+    from ..export import FORMATS, export_motion
     from ..motion.beat2 import read_beat2
-    from ..motion.bvh import write_bvh
 
-    motion = read_beat2(args.motion)
     out = Path(args.output)
-    if out.suffix.lower() != ".bvh":
+    if out.suffix.lower() not in FORMATS:
         out = out.with_name(out.name + ".bvh")
-    write_bvh(motion, out)
-    print(f"wrote {out} ({motion.n_frames} frames at {motion.fps:g} fps, SMPL-X skeleton of the motion's shape, "
-          "mean hand pose in the finger channels)")
+    motion = read_beat2(args.motion)
+    export_motion(motion, out, rig=args.rig, root=args.root, skeleton_only=args.skeleton_only)
+    what = {".bvh": "BVH", ".glb": "glTF", ".fbx": "FBX"}[out.suffix.lower()]
+    body = "" if out.suffix.lower() == ".bvh" else ("skeleton only, " if args.skeleton_only else "Anny body, ")
+    print(f"wrote {out} ({what}: {motion.n_frames} frames at {motion.fps:g} fps, {body}SMPL-X skeleton of the "
+          f"motion's shape with {args.rig} bone names, mean hand pose in the finger rotations"
+          f"{', root in place' if args.root == 'in-place' else ''})")
     return 0
 
 
@@ -101,7 +105,15 @@ def add_render_parser(subparsers) -> None:
                    help="remove the root's ground-plane drift (default: kept in the full view only)")
     p.set_defaults(func=cmd_render)
 
-    p = subparsers.add_parser("export", help="export a motion (.npz) as BVH")
+    p = subparsers.add_parser("export", help="export a motion (.npz) as BVH, animated glTF (.glb) or FBX")
     p.add_argument("motion", metavar="MOTION.npz", help="a BEAT2 .npz motion")
-    p.add_argument("-o", "--output", required=True, help="output .bvh")
+    p.add_argument("-o", "--output", required=True,
+                   help="output .bvh, .glb (skinned Anny body + skeleton + animation) or .fbx (converted by "
+                        "Blender, which must be installed); any other name gets .bvh appended")
+    p.add_argument("--rig", choices=RIGS, default="smplx",
+                   help="bone names: smplx (SMPL-X's joint names) or mixamo (mixamorig:Hips ..., which Unity, Unreal "
+                        "and Blender retargeters map automatically). Default smplx")
+    p.add_argument("--root", choices=ROOT_MODES, default="full",
+                   help="full: the root travels as recorded; in-place: no horizontal travel, height kept")
+    p.add_argument("--skeleton-only", action="store_true", help=".glb/.fbx: bones and animation, no mesh")
     p.set_defaults(func=cmd_export)

@@ -1,6 +1,7 @@
 """Export a `Motion` as a BVH file (Biovision hierarchy), for Blender, MotionBuilder, Unity, ...
 
-The file holds the 55 SMPL-X joints under their SMPL-X names (``pelvis`` is the ROOT):
+The file holds the 55 SMPL-X joints under their SMPL-X names (``pelvis`` is the ROOT; or other
+names, e.g. Mixamo's):
 
 - units: **centimetres** (the usual BVH convention; Blender's importer then wants scale 0.01);
   offsets are the rest (T-pose, Y up, facing +Z) skeleton's bone vectors: by default SMPL-X's own
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -66,15 +68,21 @@ def _fmt(values) -> str:
     return " ".join(f"{v:.6f}" for v in values)
 
 
-def write_bvh(motion: Motion, path: str | os.PathLike, *, skeleton=None, mean_hands: bool = True) -> Path:
+def write_bvh(motion: Motion, path: str | os.PathLike, *, skeleton=None, mean_hands: bool = True,
+              names: Sequence[str] | None = None) -> Path:
     """Write ``motion`` to ``path`` as a 55-joint SMPL-X BVH in centimetres; returns the path.
 
     ``skeleton`` gives the rest offsets: a ``(rest_joints (55, 3) metres, parents)`` pair or an object
     with ``rest_joints`` and ``parents``; by default SMPL-X's for the motion's betas
     (`kinematics.rest_skeleton`). ``mean_hands`` adds SMPL-X's mean hand pose to the finger channels
     (as `kinematics.joint_positions` does; False writes the stored rotations as they are). Expressions
-    and betas are not part of a BVH and are dropped (the betas shape the skeleton).
+    and betas are not part of a BVH and are dropped (the betas shape the skeleton). ``names``: the 55
+    joint names to write, in SMPL-X joint order (default `skeleton.JOINT_NAMES`; e.g. Mixamo's from
+    `emage_core.export.rigs`), unique and without spaces.
     """
+    names = JOINT_NAMES if names is None else tuple(str(n) for n in names)
+    if len(names) != N_JOINTS or len(set(names)) != N_JOINTS or any(not n or n.split() != [n] for n in names):
+        raise ValueError("names must be 55 unique joint names without spaces")
     if skeleton is None:
         rest, parents = rest_skeleton(motion.betas)
     elif hasattr(skeleton, "rest_joints"):
@@ -95,7 +103,7 @@ def write_bvh(motion: Motion, path: str | os.PathLike, *, skeleton=None, mean_ha
 
     def joint(j: int, depth: int) -> None:
         pad = "  " * depth
-        lines.append(f"{pad}{'ROOT' if depth == 0 else 'JOINT'} {JOINT_NAMES[j]}")
+        lines.append(f"{pad}{'ROOT' if depth == 0 else 'JOINT'} {names[j]}")
         lines.append(f"{pad}{{")
         lines.append(f"{pad}  OFFSET {_fmt(offsets[j] * BVH_SCALE)}")
         position = "Xposition Yposition Zposition " if depth == 0 else ""

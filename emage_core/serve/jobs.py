@@ -2,7 +2,8 @@
 
 The app's worker and scripts run jobs through `run_job`, so every result folder looks the same:
 
-    variant_1.npz  variant_1.json  variant_1.bvh  variant_1.mp4   (per video)
+    variant_1.npz  variant_1.json  variant_1.bvh  variant_1.glb  variant_1.mp4  (per video)
+    variant_1.fbx                                                  (per video, where Blender is installed)
     grid.mp4                                                       (all videos side by side)
     metadata.json                                                  (model, weights sha256, seeds, settings, speech sha256)
     emage_outputs.zip                                              (everything above)
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -31,6 +33,8 @@ from ..motion.beat2 import read_beat2, write_beat2
 from ..motion import smplx_skeleton
 from ..motion.clip import DEFAULT_FPS
 from ..render import RENDERERS, VIEWS
+
+logger = logging.getLogger(__name__)
 
 MAX_VIDEOS = 4  # cells of one side-by-side video
 MIN_SIZE, MAX_SIZE = 64, 1024
@@ -141,9 +145,12 @@ class JobResult:
     grid: Path  # side-by-side video (the single video when there is one)
     metadata: Path
     archive: Path
+    glbs: list[Path] = field(default_factory=list)  # animated glTF (skinned Anny body) per video
+    fbxs: list[Path] = field(default_factory=list)  # the same as FBX, where Blender is installed
 
     def files(self) -> list[Path]:
-        return [*self.motions, *self.bvhs, *self.videos, self.grid, self.metadata, self.archive]
+        return [*self.motions, *self.bvhs, *self.glbs, *self.fbxs, *self.videos, self.grid, self.metadata,
+                self.archive]
 
 
 def run_job(
@@ -160,6 +167,7 @@ def run_job(
     generator_for(ref) returns a loaded generator for a `ModelRef` (callers cache them). ``reference``
     is a BEAT2 .npz the locked parts come from. Progress: generation 0-0.4, rendering 0.4-1.
     """
+    from ..export.gltf import write_glb
     from ..motion.bvh import write_bvh
     from ..render.grid import render_grid
 
@@ -204,12 +212,14 @@ def run_job(
             stems.append(f"{stem}_{k}")
             labels.append(" ".join(x for x in (label, f"seed {clip.meta['seed']}") if x))
     speech_sha = sha256_file(speech)
-    motions, bvhs = [], []
+    motions, bvhs, glbs = [], [], []
     for stem, clip in zip(stems, clips):
         clip.meta["audio_sha256"] = speech_sha  # the uploaded file's hash, not the decoded samples'
         clip.meta["weights"] = {**clip.meta["weights"], "source": clip.meta["model_id"]}
         motions.append(write_beat2(clip, out / f"{stem}.npz"))
         bvhs.append(write_bvh(clip, out / f"{stem}.bvh"))
+        glbs.append(write_glb(clip, out / f"{stem}.glb"))
+    fbxs = _fbx_copies(glbs, clips[0].fps, report)
 
     grid = render_grid(clips, out / "grid.mp4", audio=wav, labels=labels, show_labels=settings.show_labels,
                        view=settings.view, size=settings.size, renderer=settings.renderer, body=settings.body,
@@ -234,13 +244,14 @@ def run_job(
         "reference_sha256": sha256_file(reference) if reference is not None else None,
         "frames": clips[0].n_frames,
         "fps": DEFAULT_FPS,
-        # what the videos and the .bvh files show the motion on (the body: settings.body)
+        # what the videos, the .bvh and .glb files show the motion on (the body: settings.body; .glb: anny)
         "skeleton": smplx_skeleton.DESCRIPTION,
         "versions": first["versions"],
     }
     metadata = out / "metadata.json"
     metadata.write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    result = JobResult(out, motions, bvhs, list(grid.cell_paths), grid.grid_path, metadata, out / "emage_outputs.zip")
+    result = JobResult(out, motions, bvhs, list(grid.cell_paths), grid.grid_path, metadata, out / "emage_outputs.zip",
+                       glbs=glbs, fbxs=fbxs)
     members = [p for p in dict.fromkeys(result.files()) if p != result.archive]  # one video may be the grid too
     members += [p.with_suffix(".json") for p in result.motions]  # provenance side-cars
     with zipfile.ZipFile(result.archive, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -248,3 +259,22 @@ def run_job(
             zf.write(path, path.name)
     report(1.0, "done")
     return result
+
+
+def _fbx_copies(glbs: list[Path], fps: float, report: Progress) -> list[Path]:
+    """The .glb files converted to .fbx beside them where Blender is installed; [] without Blender.
+
+    An .fbx is an extra: when Blender fails, the job goes on without it (logged) rather than failing.
+    """
+    from ..export.blender import BlenderError, glb_to_fbx, have_blender
+
+    if not glbs or not have_blender():
+        return []
+    report(0.4, "converting to FBX (Blender)")
+    try:
+        return glb_to_fbx([(g, g.with_suffix(".fbx")) for g in glbs], fps=fps)
+    except BlenderError as e:
+        logger.warning("no .fbx for this job: %s", e)
+        for g in glbs:
+            g.with_suffix(".fbx").unlink(missing_ok=True)
+        return []
