@@ -34,7 +34,7 @@ from ..models.diffsheg.diffusion import Conditions, NoiseSchedule, SamplerConfig
 from ..motion.clip import DEFAULT_FPS as FPS
 from ..motion.clip import Motion
 from ..motion.skeleton import JAW, PARTS
-from .interface import Capabilities, Generator, Progress, default_device, load_speech, parts_meta, plan_expression
+from .interface import Capabilities, Generator, Progress, load_checkpoint, load_speech, parts_meta, plan_expression
 from .interface import versions
 from .settings import GenerationSettings, SettingsError
 
@@ -82,15 +82,8 @@ class DiffshegGenerator(Generator):
         """
         if source is None and not (BUNDLED / WEIGHTS_NAME).is_file():
             raise hub.WeightsError(NO_DEFAULT)
-        resolved = hub.resolve_source(BUNDLED if source is None else source, revision,
-                                      hub_files=[CONFIG_NAME, WEIGHTS_NAME, STATS_NAME])
-        try:
-            ckpt = load_pretrained(resolved.folder, device=torch.device(device or default_device()))
-        except (FileNotFoundError, ValueError) as e:
-            raise hub.WeightsError(str(e)) from None
-        files = {name: hub.sha256_file(resolved.folder / name) for name in (CONFIG_NAME, WEIGHTS_NAME, STATS_NAME)}
-        provenance = {"source": resolved.source, "kind": resolved.kind, "revision": resolved.revision, "files": files}
-        return cls(ckpt, provenance, model_id=str(resolved.source))
+        return cls(*load_checkpoint(BUNDLED if source is None else source, revision,
+                                    (CONFIG_NAME, WEIGHTS_NAME, STATS_NAME), load_pretrained, device))
 
     @property
     def device(self) -> torch.device:

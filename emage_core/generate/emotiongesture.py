@@ -34,7 +34,7 @@ from ..models.emotiongesture.checkpoint import FILES, EmotionGestureCheckpoint, 
 from ..models.emotiongesture.inference import DEFAULT_OVERLAP, rollout
 from ..motion.clip import DEFAULT_FPS as FPS
 from ..motion.clip import Motion
-from .interface import Capabilities, Generator, Progress, default_device, load_speech, parts_meta, plan_expression
+from .interface import Capabilities, Generator, Progress, load_checkpoint, load_speech, parts_meta, plan_expression
 from .interface import versions
 from .settings import GenerationSettings, SettingsError
 
@@ -65,14 +65,7 @@ class EmotionGestureGenerator(Generator):
     @classmethod
     def from_pretrained(cls, source=None, revision: str | None = None, device=None) -> "EmotionGestureGenerator":
         """Load a checkpoint folder in our layout, or a Hub repo holding one (``None``: the bundled default)."""
-        resolved = hub.resolve_source(BUNDLED if source is None else source, revision, hub_files=list(FILES))
-        try:
-            ckpt = load_pretrained(resolved.folder, device=torch.device(device or default_device()))
-        except (FileNotFoundError, ValueError) as e:
-            raise hub.WeightsError(str(e)) from None
-        files = {name: hub.sha256_file(resolved.folder / name) for name in FILES}
-        provenance = {"source": resolved.source, "kind": resolved.kind, "revision": resolved.revision, "files": files}
-        return cls(ckpt, provenance, model_id=str(resolved.source))
+        return cls(*load_checkpoint(BUNDLED if source is None else source, revision, FILES, load_pretrained, device))
 
     @property
     def device(self) -> torch.device:

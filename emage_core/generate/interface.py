@@ -150,6 +150,26 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def load_checkpoint(source, revision: str | None, files, load: Callable, device=None) -> tuple[Any, dict, str]:
+    """Find a checkpoint (a folder, or a Hub repo holding ``files``), read it with ``load(folder, device)``
+    and record where it came from.
+
+    Returns (the checkpoint, provenance: source, kind, pinned revision and the sha256 of each of ``files``,
+    the model id). A folder that is not this family's checkpoint raises `hub.WeightsError`."""
+    import torch
+
+    from ..models import hub
+
+    resolved = hub.resolve_source(source, revision, hub_files=list(files))
+    try:
+        ckpt = load(resolved.folder, torch.device(device or default_device()))
+    except (FileNotFoundError, ValueError) as e:
+        raise hub.WeightsError(str(e)) from None
+    provenance = {"source": resolved.source, "kind": resolved.kind, "revision": resolved.revision,
+                  "files": {name: hub.sha256_file(resolved.folder / name) for name in files}}
+    return ckpt, provenance, str(resolved.source)
+
+
 def load_speech(audio) -> tuple[np.ndarray, str]:
     """(N,) float32 16 kHz speech and the sha256 of what was given (file bytes or samples).
 
