@@ -3,7 +3,8 @@
     python bench/quality_report.py                       # the bundled EMAGE
     python bench/quality_report.py --model diffsheg --model emage   # several models, one table each
     python bench/quality_report.py --weights runs/x      # an EMAGE checkpoint folder or Hub repo id (= --model emage:SRC)
-    python bench/quality_report.py --overlap 0 --snap-face --reference-timing   # EMAGE as the reference decodes
+    python bench/quality_report.py --overlap 0 --snap-face --reference-timing --audio-context window --precision float32
+                                                         # EMAGE as the reference decodes
 
 Reads the BEAT2 sample in ../shared/fixtures/beat2 (CC BY-NC 4.0): the real motion of
 2_scott_0_1_1 with its speech, and speeches 2_scott_0_{2..5}_* that have no motion (the bundled
@@ -83,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="decode the face from the nearest code, as the reference (default: the latent as is)")
     parser.add_argument("--reference-timing", action="store_true",
                         help="the reference's audio windows, drifting 1/3 sample per frame (default: exact timing)")
+    parser.add_argument("--audio-context", choices=("window", "clip"), default=None,
+                        help="EMAGE: audio encoded per window (the default, the reference) or once per clip")
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default=None,
+                        help="EMAGE: the audio model's precision (default float32)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not (args.fixtures / f"{REAL}.npz").is_file():
@@ -96,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
 
     refs = args.model or [f"emage:{args.weights}" if args.weights else "emage"]
     opts = EmageOptions(snap_face=args.snap_face, exact_audio_timing=not args.reference_timing,
-                        **({} if args.overlap is None else {"overlap": args.overlap}))
+                        **({} if args.overlap is None else {"overlap": args.overlap}),
+                        **{k: v for k, v in (("audio_context", args.audio_context), ("precision", args.precision))
+                           if v is not None})
     wavs = {name: load_audio(args.fixtures / f"{name}.wav") for name in UNSEEN}
     ok = True
     for ref in refs:

@@ -28,7 +28,7 @@ Common names are importable from here::
 """
 from .motion.clip import Motion, MotionError
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 # Heavier names load on first use, so `import emage_core` stays light.
 _LAZY = {

@@ -104,7 +104,8 @@ def test_face_from_its_latent_changes_only_the_face(gen, speech):
     from emage_core.motion.skeleton import JAW
 
     wav = speech[: 2 * 16000]  # 60 frames: one window, so the body cannot differ through seeds
-    snapped, free = (gen.generate(wav, seed=0, snap_face=s)[0] for s in (True, False))
+    f32 = dict(audio_context="window", precision="float32")  # as run() below
+    snapped, free = (gen.generate(wav, seed=0, snap_face=s, **f32)[0] for s in (True, False))
     assert snapped.meta["snap_face"] is True and free.meta["snap_face"] is False
     body = [j for j in range(55) if j != JAW]
     np.testing.assert_array_equal(snapped.poses[:, body], free.poses[:, body])
@@ -116,7 +117,7 @@ def test_face_from_its_latent_changes_only_the_face(gen, speech):
 
 
 def test_cli_reference_decoding_flags(gen, tmp_path):
-    """--overlap 0 --snap-face --reference-timing give run()'s reference path; the defaults record theirs."""
+    """--as-released gives run()'s reference path; the defaults record theirs."""
     import json
     import subprocess
     import sys
@@ -129,11 +130,11 @@ def test_cli_reference_decoding_flags(gen, tmp_path):
     path = tmp_path / "s.wav"
     sf.write(path, wav, 16000)
     base = [sys.executable, "-m", "emage_core", "generate", str(path), "--seed", "0"]
-    r = subprocess.run(base + ["-o", str(tmp_path / "ref.npz"), "--overlap", "0", "--snap-face", "--reference-timing"],
-                       capture_output=True, text=True)
+    r = subprocess.run(base + ["-o", str(tmp_path / "ref.npz"), "--as-released"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     meta = json.loads((tmp_path / "ref.json").read_text())
     assert (meta["window_overlap"], meta["snap_face"], meta["exact_audio_timing"]) == (0, True, False)
+    assert (meta["audio_context"], meta["precision"]) == ("window", "float32")
     read_back = load_audio(path)  # what the CLI generated from
     expected = run(gen.models, torch.from_numpy(read_back))["motion_axis_angle"][0]  # run()'s defaults: the reference
     got = read_beat2(tmp_path / "ref.npz").poses.reshape(len(read_back) * 30 // 16000, 165)

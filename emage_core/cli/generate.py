@@ -60,8 +60,16 @@ def _generation_options(p: argparse.ArgumentParser) -> None:
                         "latent as it is)")
     p.add_argument("--reference-timing", action="store_true",
                    help="EMAGE: start window f's audio at f * 533 samples as the reference does (it drifts 1/3 sample "
-                        "per frame: 40 ms after a minute); --overlap 0 --snap-face --reference-timing reproduces "
-                        "the released implementation")
+                        "per frame: 40 ms after a minute)")
+    p.add_argument("--as-released", action="store_true",
+                   help="EMAGE: decode exactly as the released implementation (--overlap 0 --snap-face "
+                        "--reference-timing --audio-context window --precision float32; its golden outputs)")
+    p.add_argument("--audio-context", choices=("window", "clip"), default=None,
+                   help="EMAGE: 'clip' encodes the speech once per clip (real context at window edges; faster; the "
+                        "default); 'window' encodes each window alone, zero-padded, as the reference")
+    p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default=None,
+                   help="EMAGE: the audio model's precision: 'auto' (the default) runs bfloat16 where the device has "
+                        "it natively, about twice as fast; float32 as the reference")
     p.add_argument("--lock", action="append", default=[], metavar="PART:START-END",
                    help="keep a part of --reference over a span in seconds, e.g. upper:1.5-3; "
                         "parts: face, upper, hands, lower, global (repeatable)")
@@ -98,8 +106,12 @@ def settings_from_args(args: argparse.Namespace):
     if args.style:
         chosen, neutral = parse_style(args.style).values(), parse_style([]).values()
         style = {k: v for k, v in chosen.items() if v != neutral[k]}
-    emage = EmageOptions(snap_face=args.snap_face, exact_audio_timing=not args.reference_timing,
-                         **({} if args.overlap is None else {"overlap": args.overlap}))
+    speed = {name: getattr(args, name) for name in ("audio_context", "precision") if getattr(args, name, None)}
+    if getattr(args, "as_released", False):
+        emage = GenerationSettings.reference_preset("emage").emage
+    else:
+        emage = EmageOptions(snap_face=args.snap_face, exact_audio_timing=not args.reference_timing,
+                             **({} if args.overlap is None else {"overlap": args.overlap}), **speed)
     return GenerationSettings(seed=args.seed, variants=getattr(args, "variants", 1), temperature=args.temperature,
                               locks=locks, reference=reference, crossfade=args.crossfade, emotion=args.emotion,
                               intensity=args.intensity, style=style, guidance=args.guidance, speaker=args.speaker,

@@ -21,7 +21,7 @@ import torch
 from ..edit.locks import Lock, apply_locks, part_frame_masks, validate_locks
 from ..edit.style import StyleControls, apply_style
 from ..models import hub
-from ..models.emage.inference import default_motion, run
+from ..models.emage.inference import default_motion, native_bf16, run
 from ..models.emage.windows import max_overlap
 from ..models.emage.model import MOTION_DIM, TRANS_SLICE, EmageModels
 from ..audio import SAMPLE_RATE
@@ -139,7 +139,8 @@ class EmageGenerator(Generator):
 
         audio: a path, bytes, or a (N,) float array of 16 kHz mono speech (at least 0.3 s).
         settings: see `GenerationSettings`; or give its fields by name (``seed=7, overlap=0``; EMAGE's
-        ``overlap``, ``snap_face`` and ``exact_audio_timing`` go to ``settings.emage``).
+        ``overlap``, ``snap_face``, ``exact_audio_timing``, ``audio_context`` and ``precision`` go to
+        ``settings.emage``).
 
         temperature 0 takes the most likely codes (deterministic); above 0 the upper, hands and
         lower codes are sampled, variant k with seed ``seed + k`` (a random seed when None).
@@ -152,6 +153,11 @@ class EmageGenerator(Generator):
         crossfaded in code-latent space (0 = the reference's windows; at most 28); ``snap_face``
         decodes the face from the nearest code as the reference does; ``exact_audio_timing=False``
         starts window f's audio at f * 533 samples as the reference does (1/3 sample per frame early).
+        Speed: ``audio_context="clip"`` encodes the speech once per clip (window edges then see the
+        neighbouring speech instead of zeros) and ``precision="bfloat16"`` (or ``"auto"``: where the device
+        has native bf16) runs the audio model in bf16; together about 2x faster on a bf16 CPU, with
+        slightly different motion. The defaults ("window", "float32") compute what the reference does.
+        ``meta`` records the device and the precision that ran.
         `GenerationSettings.reference_preset` reproduces the released implementation.
         """
         settings = _settings(settings, by_name)
@@ -181,6 +187,9 @@ class EmageGenerator(Generator):
         if locks:
             given, mask = (torch.from_numpy(a)[None] for a in masked_motion(reference, locks, n_frames))
         opts = settings.emage
+        precision = opts.precision
+        if precision == "auto":
+            precision = "bfloat16" if native_bf16(self.device) else "float32"
 
         clips = []
         for k in range(settings.variants):
@@ -192,7 +201,8 @@ class EmageGenerator(Generator):
             out = run(self.models, torch.from_numpy(wav)[None], motion=given, mask=mask,
                       temperature=settings.temperature, generator=generator, progress=report,
                       emotion=emotion_index, guidance=settings.guidance, speaker=speaker_index,
-                      overlap=opts.overlap, snap_face=opts.snap_face, exact_audio_timing=opts.exact_audio_timing)
+                      overlap=opts.overlap, snap_face=opts.snap_face, exact_audio_timing=opts.exact_audio_timing,
+                      audio_context=opts.audio_context, precision=precision)
             clip = Motion(poses=out["motion_axis_angle"][0].reshape(n_frames, N_JOINTS, 3).cpu().numpy(),
                           expressions=out["expression"][0].cpu().numpy(),
                           trans=out["trans"][0].cpu().numpy(), fps=FPS)
@@ -204,7 +214,8 @@ class EmageGenerator(Generator):
                 seed=seed + k, variant=k, temperature=settings.temperature, locks=locks,
                 crossfade=settings.crossfade, audio_sha256=audio_sha256, emotion=learned,
                 guidance=settings.guidance, window_overlap=opts.overlap, snap_face=opts.snap_face,
-                exact_audio_timing=opts.exact_audio_timing, **({"speaker": settings.speaker} if self.speakers else {}),
+                exact_audio_timing=opts.exact_audio_timing, audio_context=opts.audio_context, precision=precision,
+                **({"speaker": settings.speaker} if self.speakers else {}),
                 expression={"learned": learned, "explicit": clip.meta.get("style")},
                 audio_seconds=wav.shape[0] / SAMPLE_RATE, settings={**settings.to_dict(), "seed": seed})
             clips.append(clip)
@@ -227,7 +238,8 @@ class EmageGenerator(Generator):
 def _settings(settings: GenerationSettings | None, by_name: dict) -> GenerationSettings:
     """One `GenerationSettings` from an object and/or fields given by name."""
     settings = settings.replace() if settings is not None else GenerationSettings()
-    emage = {k: by_name.pop(k) for k in ("overlap", "snap_face", "exact_audio_timing") if k in by_name}
+    emage = {k: by_name.pop(k) for k in ("overlap", "snap_face", "exact_audio_timing", "audio_context", "precision")
+             if k in by_name}
     if emage:
         settings.emage = replace(settings.emage, **emage)
     unknown = set(by_name) - set(GenerationSettings.__dataclass_fields__)

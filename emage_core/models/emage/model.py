@@ -305,14 +305,21 @@ class MultiheadAttention(nn.Module):
         B, T, D = x.shape
         return x.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, h, T, d)
 
+    def project(self, x: torch.Tensor, rows: str) -> torch.Tensor:
+        """x @ the ``rows`` ("qkv", "q" or "kv") of the packed projection (inference may swap this in)."""
+        D = self.in_proj_weight.shape[1]
+        lo, hi = {"qkv": (0, 3 * D), "q": (0, D), "kv": (D, 3 * D)}[rows]
+        if rows == "qkv":
+            return F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        return F.linear(x, self.in_proj_weight[lo:hi], self.in_proj_bias[lo:hi])
+
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
         """Self-attention over x (B, T, D), or cross-attention to memory (B, S, D)."""
-        D = x.shape[-1]
         if memory is None:
-            q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+            q, k, v = self.project(x, "qkv").chunk(3, dim=-1)
         else:
-            q = F.linear(x, self.in_proj_weight[:D], self.in_proj_bias[:D])
-            k, v = F.linear(memory, self.in_proj_weight[D:], self.in_proj_bias[D:]).chunk(2, dim=-1)
+            q = self.project(x, "q")
+            k, v = self.project(memory, "kv").chunk(2, dim=-1)
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v), dropout_p=p)
         y = y.transpose(1, 2).reshape(x.shape)
