@@ -76,6 +76,18 @@ def test_generate_handler_returns_every_output(studio, tmp_path):
     assert Path(previous).name == "variant_1.npz" and Path(previous).parent.parent == studio.root
 
 
+def test_the_3d_viewer_gets_the_motion_before_the_videos(studio, tmp_path):
+    """The handler yields the speech and each video's .glb for the 3D viewer before it renders the videos."""
+    outs = list(studio.generate(str(_speech(tmp_path / "s.wav")), **{"model": BUNDLED, **FAST, "variants": 2,
+                                                                      "temperature": 0.9},
+                                lock_rows=[["", None, None]], progress=lambda *a, **k: None))
+    (k, shown), = [(k, o["viewer"]) for k, o in enumerate(outs) if "viewer" in o]
+    assert k < len(outs) - 1 and "grid" not in outs[k] and "grid" in outs[-1]
+    assert Path(shown[0]).name == "speech.wav" and [Path(g).name for g in shown[1:]] == ["variant_1.glb",
+                                                                                          "variant_2.glb"]
+    assert all(Path(g).is_file() for g in shown) and set(shown[1:]) <= set(outs[-1]["files"])
+
+
 def test_emotion_vs_neutral_is_an_honest_explicit_edit(studio, tmp_path):
     out = _run(studio, str(_speech(tmp_path / "s.wav")), emotion="sadness", intensity=0.8, handler="compare_neutral",
                amplitude=0.5)
@@ -552,4 +564,78 @@ def test_real_browser_generates_and_downloads(app_url, tmp_path):
             r = page.request.get(href)
             assert r.ok and len(r.body()) > 100
         page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+        browser.close()
+
+
+_SWIFTSHADER = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist",
+                "--autoplay-policy=no-user-gesture-required", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+_CANVAS = ".emage-viewer canvas"
+
+
+def test_real_browser_3d_viewer_follows_the_audio(app_url, tmp_path):
+    """The 3D viewer (three.js, software WebGL): after "Emotion vs neutral" both bodies show on the canvas
+    before the videos are done, and the animation time is the audio element's (seek, play, pause)."""
+    pw = pytest.importorskip("playwright.sync_api", reason="playwright is a test requirement")
+    from PIL import Image
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("Debian's chromium is not installed (scripts/install.sh --test installs it)")
+    speech = _speech(tmp_path / "viewer.wav", 3.0)
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=_SWIFTSHADER)
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.goto(app_url)
+        page.wait_for_function(f"() => document.querySelector('{_CANVAS}')", timeout=60_000)  # viewer.js loaded
+        page.locator("input[type=file]").first.set_input_files(str(speech))
+        page.get_by_text("Video", exact=True).click()
+        page.get_by_label("stick").check()
+        page.get_by_text("Emotion and style", exact=True).click()
+        page.get_by_role("button", name="Emotion vs neutral", exact=True).click()
+        page.wait_for_function(f"() => document.querySelector('{_CANVAS}').dataset.bodies === '2'", timeout=120_000)
+        assert "Done:" not in page.inner_text("body")  # the viewer came first (stick videos are fast: not timed)
+        png = tmp_path / "viewer.png"
+        page.locator(".emage-viewer").screenshot(path=str(png))
+        pixels = np.asarray(Image.open(png).convert("L"), dtype=np.float32)
+        assert pixels.std() > 10, "the canvas shows the bodies, not a blank background"
+
+        def viewer_time(seconds=None):
+            """Seek the audio (when given), let the page draw, return (viewer time, audio time, paused)."""
+            return page.evaluate("""async (t) => {
+                const a = document.querySelector('.emage-viewer audio');
+                if (a.readyState < 1) await new Promise(r => a.addEventListener('loadedmetadata', r, {once: true}));
+                if (t !== null) {
+                    a.currentTime = t;
+                    await new Promise(r => a.addEventListener('seeked', r, {once: true})); }
+                await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+                const shown = Number(document.querySelector('.emage-viewer canvas').dataset.time);
+                return [shown, a.currentTime, a.paused]; }""",
+                                 seconds)
+
+        for t in (1.0, 2.25, 0.5):  # scrub: the bodies' time is the audio's
+            shown, audio, _ = viewer_time(t)
+            assert abs(shown - t) < 1e-3 and abs(audio - t) < 1e-3
+        before = pixels
+        page.locator(".emage-viewer").screenshot(path=str(png))
+        assert np.abs(np.asarray(Image.open(png).convert("L"), dtype=np.float32) - before).mean() > 0.1  # it moved
+        page.evaluate("() => document.querySelector('.emage-viewer audio').play()")
+        page.wait_for_function("() => document.querySelector('.emage-viewer audio').currentTime > 1.0", timeout=10_000)
+        shown, audio, paused = viewer_time()
+        assert not paused and shown > 1.0 and abs(shown - audio) < 0.25  # playing: follows within a frame or so
+        page.evaluate("() => document.querySelector('.emage-viewer audio').pause()")
+        shown, audio, paused = viewer_time()
+        assert paused and abs(shown - audio) < 1e-3
+        page.wait_for_function("() => document.body.innerText.includes('Done:')", timeout=120_000)  # videos follow
+        assert page.evaluate(f"() => document.querySelector('{_CANVAS}').dataset.bodies") == "2"
+
+        # no WebGL: a message where the canvas was, and the page still works
+        page = browser.new_page()
+        page.add_init_script("""(() => { const get = HTMLCanvasElement.prototype.getContext;
+            HTMLCanvasElement.prototype.getContext = function (kind, ...rest) {
+                return /webgl/.test(kind) ? null : get.call(this, kind, ...rest); }; })()""")
+        page.goto(app_url)
+        page.wait_for_function("() => document.querySelector('.emage-viewer')?.innerText.includes('needs WebGL')",
+                               timeout=60_000)
+        assert page.get_by_role("button", name="Generate", exact=True).is_enabled()
         browser.close()

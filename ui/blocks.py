@@ -6,6 +6,7 @@ maps onto components: no positional order or output count is kept by hand.
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import gradio as gr
 
@@ -20,9 +21,28 @@ from emage_core.serve.jobs import MAX_SIZE, MAX_VIDEOS, MIN_SIZE
 
 from .studio import DEFAULTS, Studio, default_choice, emotion_note, guidance_update, model_choices, model_info
 
+#: The 3D viewer: our viewer.js on vendored three.js (MIT), served by the app itself (works offline).
+VIEWER_DIR = Path(__file__).resolve().parent / "static" / "viewer"
+_VIEWER_JS = """
+const root = (window.gradio_config && window.gradio_config.root || '').replace(/\\/$/, '');
+window.emageViewer = import(`${root}/gradio_api/file=%s/viewer.js`)
+  .then((m) => m.mount(element.querySelector('.emage-viewer')));
+""" % VIEWER_DIR.as_posix()
+_VIEWER_CSS = """
+.emage-viewer-stage { position: relative; height: 380px; border-radius: 6px; overflow: hidden; }
+.emage-viewer-stage canvas { width: 100%; height: 100%; display: block; }
+.emage-viewer-note { position: absolute; top: 6px; left: 10px; margin: 0; font-size: 0.85em; opacity: 0.75; }
+.emage-viewer audio { width: 100%; margin-top: 4px; }
+"""
+# the result's files for the viewer: handed from the handler's State to a hidden File (which serves
+# them to the page) and from there to viewer.js
+_SHOW_JS = ("(files) => { if (files && files.length && window.emageViewer) "
+            "window.emageViewer.then((v) => v.show(files)); }")
+
 
 def build_demo(studio: Studio) -> gr.Blocks:
     d = DEFAULTS
+    gr.set_static_paths([VIEWER_DIR])
     # retention: studio.sweeper removes request folders and Gradio's cached copies (see app.py)
     with gr.Blocks(title="EMAGE Studio") as demo:
         gr.Markdown(
@@ -100,6 +120,10 @@ def build_demo(studio: Studio) -> gr.Blocks:
             with gr.Column(scale=1):
                 status = gr.Markdown("Upload speech and press Generate.", label="Status")
                 gr.Markdown(f"<small>{studio.limits_note()}</small>")
+                gr.HTML(html_template='<div class="emage-viewer"></div>', css_template=_VIEWER_CSS,
+                        js_on_load=_VIEWER_JS, label="3D viewer", elem_id="emage-viewer")
+                viewer = gr.State(None)  # [speech, .glb per video] of the latest result
+                viewer_files = gr.File(file_count="multiple", visible="hidden", interactive=False)
                 grid = gr.Video(label="Side by side", autoplay=False)
                 with gr.Row():
                     cells = [gr.Video(label=f"Video {k + 1}", visible=False) for k in range(MAX_VIDEOS)]
@@ -120,8 +144,14 @@ def build_demo(studio: Studio) -> gr.Blocks:
             trigger(studio.timeline, [speech, lock_rows], [timeline, timeline_note], api_visibility="private")
         demo.load(studio.timeline, [speech, lock_rows], [timeline, timeline_note], api_visibility="private")
 
-        named_outputs = {"status": status, "grid": grid, "files": files, "meta": meta, "previous": previous}
-        outputs = [status, grid, *cells, files, meta, previous]  # the API returns them in this order
+        viewer.change(lambda paths: paths, viewer, viewer_files, api_visibility="private", concurrency_limit=None,
+                      show_progress="hidden")
+        viewer_files.change(None, viewer_files, None, js=_SHOW_JS, api_visibility="private")
+
+        named_outputs = {"status": status, "grid": grid, "files": files, "meta": meta, "previous": previous,
+                         "viewer": viewer}
+        # the API returns them in this order (States, last, are the page's own)
+        outputs = [status, grid, *cells, files, meta, previous, viewer]
 
         def _to_updates(result: dict) -> dict:
             """A handler's named result -> component updates (names it leaves out keep their value)."""

@@ -2,8 +2,9 @@
 
 Kept apart from the layout (`ui/blocks.py`) so the handlers can be tested without a browser. The
 handlers take the page's inputs by name and return named results (``status``, ``grid``, ``cells``,
-``files``, ``meta``, ``previous``); `ui.blocks` maps names to components, so nothing here depends on
-the order of the page's controls.
+``files``, ``meta``, ``previous``, and ``viewer``: the speech and the .glb files for the 3D viewer,
+yielded as soon as the motion exists, before the videos); `ui.blocks` maps names to components, so
+nothing here depends on the order of the page's controls.
 """
 from __future__ import annotations
 
@@ -342,6 +343,9 @@ class Studio:
                 elif event.kind == "progress":
                     progress(event.fraction, desc=event.message)
                     yield {"status": f"Working: {event.message}"}
+                elif event.kind == "motion":  # the 3D viewer plays it while the videos render
+                    yield {"status": "Motion ready: playing in the 3D viewer; rendering the video(s)",
+                           "viewer": [req.speech, *event.result]}
                 elif event.kind == "error":
                     logger.warning("request %s failed: %s", req.job_id, event.message)
                     hint = (" The Hub may be unreachable: choose a bundled default to generate offline."

@@ -161,11 +161,14 @@ def run_job(
     generator_for: Callable[[ModelRef], "object"],
     reference: str | os.PathLike | None = None,
     progress: Progress | None = None,
+    on_motion: Callable[[list[Path]], None] | None = None,
 ) -> JobResult:
     """Generate, export and render one request into ``out_dir`` (created; must be private to the job).
 
     generator_for(ref) returns a loaded generator for a `ModelRef` (callers cache them). ``reference``
     is a BEAT2 .npz the locked parts come from. Progress: generation 0-0.4, rendering 0.4-1.
+    ``on_motion(glbs)`` is called with the animated .glb files (one per video, in the videos' order) as
+    soon as they are written, before the .fbx conversion and the videos: the app's 3D viewer shows them.
     """
     from ..export.gltf import write_glb
     from ..motion.bvh import write_bvh
@@ -219,6 +222,8 @@ def run_job(
         motions.append(write_beat2(clip, out / f"{stem}.npz"))
         bvhs.append(write_bvh(clip, out / f"{stem}.bvh"))
         glbs.append(write_glb(clip, out / f"{stem}.glb"))
+    if on_motion is not None:
+        on_motion(list(glbs))
     fbxs = _fbx_copies(glbs, clips[0].fps, report)
 
     grid = render_grid(clips, out / "grid.mp4", audio=wav, labels=labels, show_labels=settings.show_labels,

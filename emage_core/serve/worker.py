@@ -8,7 +8,8 @@ must fail only that request; the web server keeps serving and the worker is rest
     worker = GenerationWorker()
     for event in worker.submit(JobRequest(...)):
         if event.kind == "progress": print(event.fraction, event.message)
-    # the last event is "done" (event.result: JobResult), "error" (event.message) or "cancelled"
+    # the last event is "done" (event.result: JobResult), "error" (event.message) or "cancelled";
+    # before it, once the motion exists, one "motion" event (event.result: the .glb paths, before the videos)
 
 Guarantees, all enforced by a dispatcher thread in the parent:
 - the process is checked (and restarted) before each job is handed to it, so a crash while idle
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 _POLL_S = 0.2
 _HEARTBEAT_S = 1.0  # the child says it is alive this often while a job runs
+_PASSING = ("progress", "motion")  # events that come before a job's last one
 # Models kept loaded at once (the default plus one other is the common case).
 _MAX_LOADED_MODELS = 4  # a comparison of up to four models keeps them all
 
@@ -52,7 +54,7 @@ class JobRequest:
 
 @dataclass
 class Event:
-    kind: str  # "progress" | "done" | "error" | "cancelled" (and "heartbeat", "ready": never passed on)
+    kind: str  # "progress" | "motion" | "done" | "error" | "cancelled" (and "heartbeat", "ready": never passed on)
     job_id: str
     fraction: float = 0.0
     message: str = ""
@@ -103,10 +105,13 @@ def _worker_main(inbox: mp.Queue, events: mp.Queue, cancel: mp.Event, device: st
                 raise Cancelled()
             events.put(Event("progress", job_id, fraction, message))
 
+        def on_motion(glbs, job_id=req.job_id) -> None:
+            events.put(Event("motion", job_id, 0.4, "motion ready", [str(g) for g in glbs]))
+
         busy[:] = [req.job_id]
         try:
             result = run_job(req.speech, req.settings, req.out_dir, generator_for=generator_for,
-                             reference=req.reference, progress=progress)
+                             reference=req.reference, progress=progress, on_motion=on_motion)
             events.put(Event("done", req.job_id, 1.0, "done", result))
         except Cancelled:
             events.put(Event("cancelled", req.job_id, message="cancelled"))
@@ -152,7 +157,7 @@ class JobHandle:
             event = self._events.get(timeout=timeout)
         except queue.Empty:
             return None
-        self.finished = event.kind != "progress"
+        self.finished = event.kind not in _PASSING
         return event
 
     def __iter__(self) -> "JobHandle":
@@ -308,7 +313,7 @@ class GenerationWorker:
                 last_heard = now
                 if event.kind == "heartbeat":
                     pass
-                elif event.kind == "progress":
+                elif event.kind in _PASSING:
                     if cancel_sent is None:
                         handle._put(event)
                 else:
