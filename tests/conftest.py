@@ -62,3 +62,15 @@ def beat2_npz(beat2_dir) -> Path:
 @pytest.fixture
 def emage_ref() -> Path:
     return need(EMAGE_REF)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run many small ops: one thread is faster there (and fair to a busy machine).
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -37,13 +37,7 @@ SMALL = dict(hidden_size=32, audio_f=16, motion_f=16, codebook=64)  # tiny's lay
 WRISTS = [20, 21]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run many small ops: one thread is faster here (and fair to a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -39,13 +39,7 @@ SMALL = dict(hidden=32, ff=64, heads=2, encoder_layers=1, decoder_layers=1, emot
 WRISTS = [20, 21]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run many small ops: one thread is faster here (and fair to a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _speech(seconds: float, seed: int = 0) -> np.ndarray:
