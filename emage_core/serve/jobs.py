@@ -166,9 +166,9 @@ def run_job(
     """Generate, export and render one request into ``out_dir`` (created; must be private to the job).
 
     generator_for(ref) returns a loaded generator for a `ModelRef` (callers cache them). ``reference``
-    is a BEAT2 .npz the locked parts come from. Progress: generation 0-0.4, rendering 0.4-1.
+    is a BEAT2 .npz the locked parts come from. Progress: generation 0-0.4, rendering 0.4-0.98, .fbx, done.
     ``on_motion(glbs)`` is called with the animated .glb files (one per video, in the videos' order) as
-    soon as they are written, before the .fbx conversion and the videos: the app's 3D viewer shows them.
+    soon as they are written, before the videos and the .fbx conversion: the app's 3D viewer shows them.
     """
     from ..export.gltf import write_glb
     from ..motion.bvh import write_bvh
@@ -224,12 +224,11 @@ def run_job(
         glbs.append(write_glb(clip, out / f"{stem}.glb"))
     if on_motion is not None:
         on_motion(list(glbs))
-    fbxs = _fbx_copies(glbs, clips[0].fps, report)
 
     grid = render_grid(clips, out / "grid.mp4", audio=wav, labels=labels, show_labels=settings.show_labels,
                        view=settings.view, size=settings.size, renderer=settings.renderer, body=settings.body,
                        cell_paths=[out / f"{s}.mp4" for s in stems],
-                       progress=lambda f, m: report(0.4 + 0.6 * f, f"rendering: {m}"))
+                       progress=lambda f, m: report(0.4 + 0.58 * f, f"rendering: {m}"))  # then .fbx, then done
 
     first = clips[0].meta
     meta = {
@@ -253,6 +252,7 @@ def run_job(
         "skeleton": smplx_skeleton.DESCRIPTION,
         "versions": first["versions"],
     }
+    fbxs = _fbx_copies(glbs, clips[0].fps, report)  # after the videos: an extra must not delay them
     metadata = out / "metadata.json"
     metadata.write_text(json.dumps(meta, indent=2, default=str) + "\n")
     result = JobResult(out, motions, bvhs, list(grid.cell_paths), grid.grid_path, metadata, out / "emage_outputs.zip",
@@ -275,7 +275,7 @@ def _fbx_copies(glbs: list[Path], fps: float, report: Progress) -> list[Path]:
 
     if not glbs or not have_blender():
         return []
-    report(0.4, "converting to FBX (Blender)")
+    report(0.99, "converting to FBX (Blender)")
     try:
         return glb_to_fbx([(g, g.with_suffix(".fbx")) for g in glbs], fps=fps)
     except BlenderError as e:
