@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .render import add_render_parser
 
     add_render_parser(sub)  # render, export
+    from .live import add_live_parser
+
+    add_live_parser(sub)  # live
     from ..batch import add_batch_parser
 
     add_batch_parser(sub)  # batch

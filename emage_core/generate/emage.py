@@ -22,6 +22,7 @@ from ..edit.locks import Lock, apply_locks, part_frame_masks, validate_locks
 from ..edit.style import StyleControls, apply_style
 from ..models import hub
 from ..models.emage.inference import default_motion, native_bf16, run
+from ..models.emage.streaming import EmageStream
 from ..models.emage.windows import max_overlap
 from ..models.emage.model import MOTION_DIM, TRANS_SLICE, EmageModels
 from ..audio import SAMPLE_RATE
@@ -30,7 +31,10 @@ from ..motion.clip import Motion
 from ..motion.skeleton import N_JOINTS, PART_NAMES, PARTS
 from .interface import (Capabilities, Generator, Progress, default_device, load_speech, parts_meta, plan_expression,
                         versions)
+from .live import LiveStream
 from .settings import GenerationSettings, SettingsError
+
+LIVE_LOOKAHEAD = 6  # frames (0.2 s) of speech a live frame may hear after itself: jaw r and smoothness, see bench_live
 
 def motion_features(motion: Motion) -> np.ndarray:
     """(T, 337) EMAGE's motion input: 55 joints in 6D, translation, foot contact (zeros: unknown)."""
@@ -116,7 +120,7 @@ class EmageGenerator(Generator):
     def capabilities(self) -> Capabilities:
         everything = frozenset(PART_NAMES)
         return Capabilities(parts=everything, lock_parts=everything, emotions=self.emotions,
-                            speakers=self.speakers, streaming=False)
+                            speakers=self.speakers, streaming=True)
 
     @property
     def emotions(self) -> tuple[str, ...]:
@@ -220,6 +224,45 @@ class EmageGenerator(Generator):
                 audio_seconds=wav.shape[0] / SAMPLE_RATE, settings={**settings.to_dict(), "seed": seed})
             clips.append(clip)
         return clips
+
+    def live(self, settings: GenerationSettings | None = None, *, lookahead: int = LIVE_LOOKAHEAD, idle: bool = True,
+             record_dir=None, max_seconds: float | None = None, **by_name) -> LiveStream:
+        """A live session (see `emage_core.generate.live`): push speech chunks, get motion chunks.
+
+        Motion comes from the speech received so far (`EmageStream`): each frame hears at most ``lookahead``
+        frames (default 6 = 0.2 s) of speech after it. Settings: seed, temperature, a learned emotion or
+        speaker, EMAGE's ``snap_face`` and ``precision``; locks, variants and explicit style edits are for
+        whole clips and are refused here. ``idle``: calm the body and breathe in silence (explicit, labelled).
+        """
+        from ..audio import DEFAULT_MAX_SECONDS
+
+        settings = _settings(settings, by_name)
+        settings.validate()
+        if settings.locks or settings.variants != 1 or settings.style or settings.guidance != 1:
+            raise SettingsError("live generation takes one variant without locks, explicit style or guidance")
+        learned, style = self.plan_expression(settings.emotion, settings.intensity)
+        if style is not None:
+            raise SettingsError(f"live generation takes only emotions the model learned (it knows: "
+                                f"{', '.join(self.emotions) or 'none'}), not the explicit {settings.emotion!r} edit")
+        if settings.speaker is not None and settings.speaker not in self.speakers:
+            raise SettingsError(f"this model has no learned speaker {settings.speaker!r}")
+        cfg = self.models.audio.config
+        seed = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**31)
+        precision = settings.emage.precision
+        if precision == "auto":
+            precision = "bfloat16" if native_bf16(self.device) else "float32"
+        backend = EmageStream(self.models, temperature=settings.temperature,
+                              generator=torch.Generator(device="cpu").manual_seed(seed),
+                              speaker=(self.speakers.index(settings.speaker) if settings.speaker is not None
+                                       else (cfg.null_speaker or 0)),
+                              emotion=self.emotions.index(learned) if learned is not None else None,
+                              lookahead=lookahead, snap_face=settings.emage.snap_face, precision=precision)
+        meta = self._meta(seed=seed, variant=0, temperature=settings.temperature, emotion=learned,
+                          snap_face=settings.emage.snap_face, precision=precision, audio_context="window",
+                          expression={"learned": learned, "explicit": None},
+                          settings={**settings.to_dict(), "seed": seed})
+        return LiveStream(backend, meta, seed=seed, lookahead=lookahead, idle=idle, record_dir=record_dir,
+                          max_seconds=max_seconds or DEFAULT_MAX_SECONDS)
 
     def _meta(self, **settings) -> dict:
         return {

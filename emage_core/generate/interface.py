@@ -77,6 +77,17 @@ class Generator(abc.ABC):
     def emotions(self) -> tuple[str, ...]:
         return self.capabilities.emotions
 
+    def live(self, settings=None, **options):
+        """A `live.LiveStream` over speech that arrives in chunks (families with ``capabilities.streaming``)."""
+        raise ValueError(f"the {self.family} family cannot generate live yet; use a model that can "
+                         "(capabilities.streaming)")
+
+    def stream(self, chunks, settings=None, **options):
+        """``stream(chunks) -> motion chunks``: push each (n,) 16 kHz chunk into `live`, yield `MotionChunk` s."""
+        from .live import stream
+
+        return stream(self.live(settings, **options), chunks)
+
     @classmethod
     def default_source(cls) -> str | os.PathLike | None:
         """What ``from_pretrained(None)`` loads (a folder or a Hub repo id); None if it needs no files."""
