@@ -34,6 +34,7 @@ def main() -> None:
     cache = instance / "gradio"
     os.environ["GRADIO_TEMP_DIR"] = str(cache)  # read by Gradio when it stores a file
 
+    from emage_core.serve.live_web import add_live_routes
     from emage_core.serve.worker import GenerationWorker
     from ui.blocks import build_demo
     from ui.studio import Studio
@@ -48,7 +49,10 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size="100mb")
+        demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size="100mb",
+                    prevent_thread_lock=True)
+        add_live_routes(demo.app, worker, studio)  # live mode: a WebSocket beside Gradio's routes
+        demo.block_thread()
     finally:
         studio.close()
         shutil.rmtree(instance, ignore_errors=True)

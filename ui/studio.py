@@ -173,6 +173,17 @@ class Studio:
         d.mkdir()
         return d
 
+    def hold(self, path: Path) -> None:
+        """Keep the sweeper away from a request folder while its request (or live session) runs."""
+        with self._lock:
+            self._in_use.add(path)
+
+    def release(self, path: Path) -> None:
+        with self._lock:
+            self._in_use.discard(path)
+        if path.exists():
+            os.utime(path)  # the retention clock starts when the result is ready
+
     def clean_old(self) -> int:
         """Remove what is older than the retention time now (the sweeper also does it on a timer)."""
         return self.sweeper.sweep()

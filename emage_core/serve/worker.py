@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 _POLL_S = 0.2
 _HEARTBEAT_S = 1.0  # the child says it is alive this often while a job runs
-_PASSING = ("progress", "motion")  # events that come before a job's last one
+_PASSING = ("progress", "motion", "live")  # events that come before a job's last one
 # Models kept loaded at once (the default plus one other is the common case).
 _MAX_LOADED_MODELS = 4  # a comparison of up to four models keeps them all
 
@@ -50,6 +50,7 @@ class JobRequest:
     out_dir: str
     settings: JobSettings = field(default_factory=JobSettings)
     reference: str | None = None
+    live: bool = False  # a live session: speech comes in chunks through `JobHandle.send_audio` (see serve.live)
 
 
 @dataclass
@@ -69,7 +70,12 @@ class QueueFull(RuntimeError):
     """The worker already has as many jobs waiting as it accepts."""
 
 
-def _worker_main(inbox: mp.Queue, events: mp.Queue, cancel: mp.Event, device: str | None) -> None:
+class Busy(RuntimeError):
+    """A live session needs the worker's slot now, and it is taken (a session or a generation runs or waits)."""
+
+
+def _worker_main(inbox: mp.Queue, events: mp.Queue, cancel: mp.Event, device: str | None,
+                 live_audio: mp.Queue | None = None) -> None:
     """The child process: load models on demand, run jobs, report events (and heartbeats while busy)."""
     import torch
 
@@ -110,8 +116,14 @@ def _worker_main(inbox: mp.Queue, events: mp.Queue, cancel: mp.Event, device: st
 
         busy[:] = [req.job_id]
         try:
-            result = run_job(req.speech, req.settings, req.out_dir, generator_for=generator_for,
-                             reference=req.reference, progress=progress, on_motion=on_motion)
+            if req.live:
+                from .live import run_live
+
+                result = run_live(req, live_audio, generator_for=generator_for, cancelled=cancel.is_set,
+                                  emit=lambda payload, job_id=req.job_id: events.put(Event("live", job_id, result=payload)))
+            else:
+                result = run_job(req.speech, req.settings, req.out_dir, generator_for=generator_for,
+                                 reference=req.reference, progress=progress, on_motion=on_motion)
             events.put(Event("done", req.job_id, 1.0, "done", result))
         except Cancelled:
             events.put(Event("cancelled", req.job_id, message="cancelled"))
@@ -148,6 +160,11 @@ class JobHandle:
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    def send_audio(self, samples: bytes | None, received: float | None = None) -> None:
+        """A live session's next chunk of speech (float32 little-endian, 16 kHz mono), or None: it ended.
+        ``received``: when it reached the server (``time.time()``), carried into the motion it makes."""
+        self._worker._live_audio.put((self.job_id, time.time() if received is None else received, samples))
 
     def poll(self, timeout: float) -> Event | None:
         """The next event, or None if none came within ``timeout`` seconds."""
@@ -207,8 +224,10 @@ class GenerationWorker:
         self._inbox = self._ctx.Queue()
         self._events = self._ctx.Queue()
         self._cancel_flag = self._ctx.Event()
+        self._live_audio = self._ctx.Queue()
         self._proc = self._ctx.Process(target=_worker_main,
-                                       args=(self._inbox, self._events, self._cancel_flag, self._device),
+                                       args=(self._inbox, self._events, self._cancel_flag, self._device,
+                                             self._live_audio),
                                        daemon=True, name="emage-worker")
         self._proc.start()
 
@@ -234,6 +253,21 @@ class GenerationWorker:
                 raise RuntimeError("the generation worker is closed")
             if len(self._jobs) >= self.max_queued:
                 raise QueueFull(f"{len(self._jobs)} requests are already waiting; please try again later")
+            self._jobs.append(handle)
+            self._cond.notify_all()
+        return handle
+
+    def start_live(self, request: JobRequest) -> JobHandle:
+        """Start a live session at once, holding the worker's one slot; raises `Busy` when anything runs
+        or waits (a live session must not queue behind a generation: it would lag)."""
+        request.live = True
+        handle = JobHandle(self, request)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the generation worker is closed")
+            if self._jobs or self._running is not None:
+                raise Busy("the live slot is taken: another live session or a generation is running; "
+                           "try again in a moment")
             self._jobs.append(handle)
             self._cond.notify_all()
         return handle

@@ -1,0 +1,96 @@
+"""A live session inside the generation worker: speech chunks in, motion messages out, the take at the end.
+
+The web side (`serve.live_web`) starts it with `GenerationWorker.start_live`, forwards each chunk of speech
+with `JobHandle.send_audio` and relays the worker's ``live`` events to the browser. The messages (JSON-able):
+
+    {"type": "ready", "fps": 30, "lookahead_frames": 6, "model": ..., "seed": ...}
+    {"type": "motion", "start": frame, "n": frames, "q": [n * 55 * 4 floats], "root": [n * 3 floats],
+     "received": server time the chunk arrived (s), "heard": s of speech so far, "compute_ms": ...}
+
+``q`` holds each joint's parent-relative rotation as a quaternion (x, y, z, w), SMPL-X's mean hand pose
+included, and ``root`` the pelvis position (rest pelvis + translation, metres): exactly the rotations and root
+translation of the exported ``.glb`` (`export.gltf`), so the page poses the same skinned body with them.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..generate.live import LiveStream, MotionChunk, write_take
+from ..motion import smplx_skeleton
+from ..motion.kinematics import rest_skeleton
+from ..motion.rotation import axis_angle_to_quaternion
+
+logger = logging.getLogger(__name__)
+
+IDLE_TIMEOUT_S = 30.0  # a session that receives no speech this long ends (a page left open, a lost stream)
+MAX_LIVE_SECONDS = 600.0  # speech per session
+
+
+def wire_chunk(chunk: MotionChunk, rest_pelvis: np.ndarray, received: float) -> dict:
+    """A `MotionChunk` as the page's motion message (see the module docstring)."""
+    poses = smplx_skeleton.with_mean_hands(chunk.poses.astype(np.float64))
+    q = np.roll(np.asarray(axis_angle_to_quaternion(poses)), -1, axis=-1)  # (w, x, y, z) -> (x, y, z, w)
+    root = rest_pelvis[None] + chunk.trans.astype(np.float64)
+    return {"type": "motion", "start": chunk.start, "n": chunk.n_frames,
+            "q": np.round(q, 5).reshape(-1).tolist(), "root": np.round(root, 5).reshape(-1).tolist(),
+            "received": received, "heard": round(chunk.heard_s, 3), "compute_ms": round(1000 * chunk.compute_s, 2)}
+
+
+def run_live(request, audio: "queue.Queue", *, generator_for: Callable, emit: Callable[[dict], None],
+             cancelled: Callable[[], bool], idle_timeout_s: float = IDLE_TIMEOUT_S,
+             max_seconds: float = MAX_LIVE_SECONDS) -> dict:
+    """Run one live session (in the worker process) until the page stops it; returns the take's files.
+
+    ``audio`` yields ``(job_id, received time, float32 bytes or None)``; items of other sessions (left over
+    from an earlier one) are skipped. ``emit`` sends a message to the page. Raises `worker.Cancelled` when
+    ``cancelled()`` (the page went away).
+    """
+    from .worker import Cancelled
+
+    settings = request.settings
+    ref = settings.models()[0]
+    gen = generator_for(ref)
+    gen.model_id = ref.label  # outputs name the model by its reference, never by a folder
+    if not gen.capabilities.streaming:
+        raise ValueError(f"{ref.label} cannot generate live; choose a model that can (EMAGE)")
+    out = Path(request.out_dir)
+    live: LiveStream = gen.live(settings.generation, record_dir=out / "recording", max_seconds=max_seconds)
+    live.meta["weights"] = {**live.meta["weights"], "source": ref.label}
+    rest_pelvis = rest_skeleton(np.zeros(10, np.float32))[0][0].astype(np.float64)
+    emit({"type": "ready", "fps": live.fps, "lookahead_frames": live.lookahead, "model": ref.label,
+          "seed": live.meta["seed"], "max_seconds": max_seconds})
+    last_heard = time.monotonic()
+    while True:
+        if cancelled():
+            raise Cancelled()
+        try:
+            job_id, received, payload = audio.get(timeout=0.25)
+        except queue.Empty:
+            if time.monotonic() - last_heard > idle_timeout_s:
+                raise ValueError(f"no speech arrived for {idle_timeout_s:.0f} s: the live session ended") from None
+            continue
+        if job_id != request.job_id:
+            continue
+        last_heard = time.monotonic()
+        if payload is None:
+            break
+        if len(payload) % 4:
+            raise ValueError("live audio must be float32 samples (a multiple of 4 bytes)")
+        if live.heard_s >= max_seconds:
+            break  # the limit: the take ends here
+        samples = np.frombuffer(payload, "<f4")
+        samples = samples[: int(max_seconds * 16000) - live.n_samples]
+        emit(wire_chunk(live.push(samples), rest_pelvis, received))
+    emit(wire_chunk(live.finish(), rest_pelvis, time.time()))
+    files = write_take(live, out)
+    for f in (out / "recording").glob("*.f32"):
+        f.unlink()
+    (out / "recording").rmdir()
+    return {"files": {kind: str(path) for kind, path in files.items()}, "frames": live.frames,
+            "seconds": round(live.heard_s, 3)}
