@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import time
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -36,6 +37,7 @@ from ..motion.clip import Motion
 from ..motion.skeleton import JAW, PARTS
 from .interface import Capabilities, Generator, Progress, load_checkpoint, load_speech, parts_meta, plan_expression
 from .interface import versions
+from .live import MotionChunk
 from .settings import GenerationSettings, SettingsError
 
 PARTS_GENERATED = ("face", "upper", "hands")
@@ -172,14 +174,17 @@ class DiffshegGenerator(Generator):
             clips.append(clip)
         return clips
 
-    def stream(self, chunks: Iterable[np.ndarray], settings: GenerationSettings | None = None) -> Iterator[Motion]:
+    def stream(self, chunks: Iterable[np.ndarray], settings: GenerationSettings | None = None,
+               **options) -> Iterator[MotionChunk]:
         """Speech arriving in chunks ((N_i,) float32 16 kHz) -> motion, one window at a time.
 
         Each window is sampled once the speech it covers has arrived, outpainted from the window before
         (FOPPAS is causal across windows), so what was yielded never changes. Memory stays bounded: only
         the audio of the current window and the previous window's motion are kept. The last chunk flushes
-        what is left. Yields `Motion` pieces whose frames follow on from the previous piece's.
+        what is left. Yields `live.MotionChunk` s whose frames follow on from the previous one's.
         """
+        if options:
+            raise TypeError(f"unknown streaming option(s) for DiffSHEG: {', '.join(sorted(options))}")
         settings = (settings or GenerationSettings()).validate()
         sampler = self.sampler(settings)
         generator = torch.Generator(device="cpu").manual_seed(settings.seed if settings.seed is not None else 0)
@@ -189,14 +194,16 @@ class DiffshegGenerator(Generator):
         samples_per_frame = SAMPLE_RATE / FPS
         buffer = np.zeros(0, np.float32)  # audio from the current window's start
         prev = None
-        k = 0
+        k = start = heard = 0
         done = False
         it = iter(chunks)
         while not done:
             try:
-                buffer = np.concatenate([buffer, np.asarray(next(it), np.float32).reshape(-1)])
+                chunk = np.asarray(next(it), np.float32).reshape(-1)
+                buffer, heard = np.concatenate([buffer, chunk]), heard + chunk.shape[0]
             except StopIteration:
                 done = True
+            t0 = time.perf_counter()
             need = int(np.ceil(W * samples_per_frame))
             while len(buffer) >= need or (done and len(buffer) >= samples_per_frame):
                 frames = min(W, int(len(buffer) * FPS // SAMPLE_RATE))
@@ -206,7 +213,10 @@ class DiffshegGenerator(Generator):
                 last = done and len(buffer) < need
                 new = x if last else x[:, : W - ov]
                 piece = new[0].cpu().numpy()
-                yield Motion(**to_smplx(denormalize(piece, self.ckpt.mean, self.ckpt.std)), fps=FPS)
+                m = to_smplx(denormalize(piece, self.ckpt.mean, self.ckpt.std))
+                yield MotionChunk(start, m["poses"], m["expressions"], m["trans"], heard / SAMPLE_RATE,
+                                  time.perf_counter() - t0, FPS)
+                start, t0 = start + piece.shape[0], time.perf_counter()
                 if last:
                     return
                 prev = x

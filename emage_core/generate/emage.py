@@ -120,7 +120,7 @@ class EmageGenerator(Generator):
     def capabilities(self) -> Capabilities:
         everything = frozenset(PART_NAMES)
         return Capabilities(parts=everything, lock_parts=everything, emotions=self.emotions,
-                            speakers=self.speakers, streaming=True)
+                            speakers=self.speakers, streaming=True, live=True)
 
     @property
     def emotions(self) -> tuple[str, ...]:
@@ -262,7 +262,7 @@ class EmageGenerator(Generator):
                           expression={"learned": learned, "explicit": None},
                           settings={**settings.to_dict(), "seed": seed})
         return LiveStream(backend, meta, seed=seed, lookahead=lookahead, idle=idle, record_dir=record_dir,
-                          max_seconds=max_seconds or DEFAULT_MAX_SECONDS)
+                          max_seconds=DEFAULT_MAX_SECONDS if max_seconds is None else max_seconds)
 
     def _meta(self, **settings) -> dict:
         return {

@@ -38,7 +38,9 @@ class Capabilities:
     lock_parts: parts whose locks it honours by conditioning on them (EMAGE's masked modelling);
         locks of other parts are copied into its output.
     emotions / speakers: labels it learned (its config declares them); explicit edits work for any.
-    streaming: it can generate speech that arrives in chunks.
+    streaming: it can generate speech that arrives in chunks (`Generator.stream`).
+    live: it can hold a live session (`Generator.live`): each frame shown within a fraction of a second of
+        its speech (DiffSHEG streams 2.6 s windows: streaming, not live).
     """
 
     parts: frozenset[str]
@@ -46,6 +48,7 @@ class Capabilities:
     emotions: tuple[str, ...] = ()
     speakers: tuple[str, ...] = ()
     streaming: bool = False
+    live: bool = False
 
     def missing_parts(self) -> list[str]:
         return [p for p in PART_NAMES if p not in self.parts]
@@ -78,12 +81,12 @@ class Generator(abc.ABC):
         return self.capabilities.emotions
 
     def live(self, settings=None, **options):
-        """A `live.LiveStream` over speech that arrives in chunks (families with ``capabilities.streaming``)."""
-        raise ValueError(f"the {self.family} family cannot generate live yet; use a model that can "
-                         "(capabilities.streaming)")
+        """A `live.LiveStream` over speech that arrives in chunks (families with ``capabilities.live``)."""
+        raise ValueError(f"the {self.family} family cannot generate live; live mode uses EMAGE")
 
     def stream(self, chunks, settings=None, **options):
-        """``stream(chunks) -> motion chunks``: push each (n,) 16 kHz chunk into `live`, yield `MotionChunk` s."""
+        """``stream(chunks) -> motion chunks``: (n,) float32 16 kHz chunks in, `live.MotionChunk` s out, each
+        continuing the previous one (here: through `live`; a family may stream differently)."""
         from .live import stream
 
         return stream(self.live(settings, **options), chunks)

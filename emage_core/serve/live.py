@@ -57,7 +57,7 @@ def run_live(request, audio: "queue.Queue", *, generator_for: Callable, emit: Ca
     ref = settings.models()[0]
     gen = generator_for(ref)
     gen.model_id = ref.label  # outputs name the model by its reference, never by a folder
-    if not gen.capabilities.streaming:
+    if not gen.capabilities.live:
         raise ValueError(f"{ref.label} cannot generate live; choose a model that can (EMAGE)")
     out = Path(request.out_dir)
     live: LiveStream = gen.live(settings.generation, record_dir=out / "recording", max_seconds=max_seconds)

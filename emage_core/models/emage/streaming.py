@@ -42,7 +42,7 @@ class EmageStream:
         temperature: 0 = the most likely codes; above 0 the upper, hands and lower codes are sampled.
         generator: the random source for sampling (seeded by the caller).
         speaker / emotion: the model's label indices (emotion None = unconditioned).
-        lookahead: frames (30 fps) of speech the newest emitted frame may hear after itself (0..30).
+        lookahead: frames (30 fps) of speech the newest emitted frame may hear after itself (0 .. half a window).
         snap_face: decode the face from the nearest code, as the reference does.
         precision: "float32" or "bfloat16" (the audio model).
     """
