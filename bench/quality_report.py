@@ -3,6 +3,7 @@
     python bench/quality_report.py                       # the bundled EMAGE
     python bench/quality_report.py --model diffsheg --model emage   # several models, one table each
     python bench/quality_report.py --weights runs/x      # an EMAGE checkpoint folder or Hub repo id (= --model emage:SRC)
+    python bench/quality_report.py --live 200            # EMAGE as live mode runs it (200 ms chunks), the takes
     python bench/quality_report.py --overlap 0 --snap-face --reference-timing --audio-context window --precision float32
                                                          # EMAGE as the reference decodes
 
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 from emage_core import metrics
 from emage_core.audio import load_audio
 from emage_core.motion.beat2 import read_beat2
+from emage_core.generate.live import stream as gen_stream
 from emage_core.generate.registry import load
 from emage_core.generate.settings import EmageOptions, GenerationSettings
 from emage_core.motion.kinematics import joint_positions
@@ -88,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="EMAGE: audio encoded per window (the default, the reference) or once per clip")
     parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default=None,
                         help="EMAGE: the audio model's precision (default float32)")
+    parser.add_argument("--live", type=int, default=None, metavar="CHUNK_MS",
+                        help="generate as live mode does: the speech pushed in chunks of this many ms (e.g. 200), "
+                             "the take measured (idle layer on, as on the page)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not (args.fixtures / f"{REAL}.npz").is_file():
@@ -116,12 +121,26 @@ def report(ref: str, rows: list, real_wav, wavs, normalizer, opts, args) -> bool
     gen = load(ref, device="cpu")
     settings = GenerationSettings(seed=args.seed, emage=opts)
     t0 = time.time()
-    seen = gen.generate(real_wav, settings)[0]
-    rows = rows + [{**_row(f"{REAL} (generated, seen speech)", seen, real_wav, normalizer), "kind": "seen"}]
+
+    def generate(wav, settings):
+        if args.live is None:
+            return gen.generate(wav, settings)
+        n = args.live * 16
+        takes = []
+        for k in range(settings.variants):
+            live = gen.live(settings.replace(variants=1, seed=settings.seed + k))
+            for _ in gen_stream(live, (wav[i:i + n] for i in range(0, len(wav), n))):
+                pass
+            takes.append(live.take())
+        return takes
+
+    how = "generated" if args.live is None else f"live, {args.live} ms chunks"
+    seen = generate(real_wav, settings)[0]
+    rows = rows + [{**_row(f"{REAL} ({how}, seen speech)", seen, real_wav, normalizer), "kind": "seen"}]
     for name, wav in wavs.items():
-        clip = gen.generate(wav, settings)[0]
-        rows.append({**_row(f"{name} (generated)", clip, wav, normalizer), "kind": "unseen"})
-    variants = gen.generate(wavs[UNSEEN[0]], settings.replace(variants=3, temperature=1.0))
+        clip = generate(wav, settings)[0]
+        rows.append({**_row(f"{name} ({how})", clip, wav, normalizer), "kind": "unseen"})
+    variants = generate(wavs[UNSEEN[0]], settings.replace(variants=3, temperature=1.0))
     diversity = metrics.l1_diversity(np.stack([joint_positions(v) for v in variants]))
     seconds = time.time() - t0
 

@@ -259,6 +259,9 @@ class EmageGenerator(Generator):
                               lookahead=lookahead, snap_face=settings.emage.snap_face, precision=precision)
         meta = self._meta(seed=seed, variant=0, temperature=settings.temperature, emotion=learned,
                           snap_face=settings.emage.snap_face, precision=precision, audio_context="window",
+                          live_smoothing={"gaussian_sigma_frames": backend.smooth, "follow": backend.follow,
+                                          "what": "explicit low-pass of the body against jitter between windows "
+                                                  "(see models/emage/streaming.py); jaw and expressions as decoded"},
                           expression={"learned": learned, "explicit": None},
                           settings={**settings.to_dict(), "seed": seed})
         return LiveStream(backend, meta, seed=seed, lookahead=lookahead, idle=idle, record_dir=record_dir,
