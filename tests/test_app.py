@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import io
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -639,3 +641,238 @@ def test_real_browser_3d_viewer_follows_the_audio(app_url, tmp_path):
                                timeout=60_000)
         assert page.get_by_role("button", name="Generate", exact=True).is_enabled()
         browser.close()
+
+
+# -- live mode (the Live tab and its WebSocket) ------------------------------------------------------
+
+_LIVE_FILES = {"take.npz", "take.json", "take.bvh", "take.glb", "take.wav", "metadata.json"}
+
+
+def _live_connect(app_url: str, opened: list, model: str = "emage", timeout: float = 120):
+    """A new live connection after its start message: (connection, first reply); the connection goes into
+    ``opened`` (close them all: the worker's one slot is shared with the module's other tests). The first
+    session of a server waits for the worker to load the model: ``timeout`` is a deadline, not a speed check."""
+    from websockets.sync.client import connect
+
+    ws = connect(app_url.replace("http", "ws", 1) + "live/ws", open_timeout=30, max_size=None, legacy=True)
+    opened.append(ws)
+    ws.send(json.dumps({"type": "start", "model": model, "seed": 0}))
+    return ws, json.loads(ws.recv(timeout))
+
+
+def _live_session(app_url: str, opened: list, free_within: float = 10.0):
+    """A ready live session, once the worker's slot is free (an ended session frees it asynchronously:
+    poll for ``free_within`` seconds); returns (connection, ready message, seconds it waited)."""
+    t0 = time.monotonic()
+    while True:
+        ws, reply = _live_connect(app_url, opened)
+        if reply["type"] == "ready":
+            return ws, reply, time.monotonic() - t0
+        ws.close()
+        assert reply["type"] == "busy" and time.monotonic() - t0 < free_within, reply
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def live_connections():
+    """Where `_live_connect` keeps its connections: every one is closed after the test."""
+    opened = []
+    yield opened
+    for ws in opened:
+        ws.close()
+
+
+def _live_closed(ws, timeout: float = 30) -> list[dict]:
+    """The messages until the server closes ``ws``."""
+    from websockets.exceptions import ConnectionClosed
+
+    messages = []
+    try:
+        while True:
+            messages.append(json.loads(ws.recv(timeout)))
+    except ConnectionClosed:
+        return messages
+
+
+def _http(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, b""
+
+
+def test_live_websocket_slot_and_input_rules(app_url, live_connections, tmp_path):
+    """Through the running app: one live session at a time (a second page gets 'busy'), a dropped
+    connection frees the slot at once, a model path or an oversized chunk is refused, the take's files
+    are served by session and name only, and /live/body.glb is the body the page poses."""
+    status, body = _http(app_url + "live/body.glb")
+    assert status == 200 and body[:4] == b"glTF"
+    for bad in ("0" * 32 + "/take.npz",  # no such session
+                "a" * 32 + "/../../etc/passwd", "..%2F..%2Fetc/passwd", "a" * 32 + "/..%2F..%2Fetc%2Fpasswd",
+                "a" * 32 + "/passwd", "nothex/take.npz"):
+        assert _http(f"{app_url}live/take/{bad}")[0] == 404, bad
+
+    speech = sf.read(_speech(tmp_path / "s.wav", 1.0), dtype="float32")[0]
+    chunks = [speech[i:i + 3200].astype("<f4").tobytes() for i in range(0, len(speech), 3200)]
+    first, ready, _ = _live_session(app_url, live_connections)
+    try:
+        assert ready["model"] == "emage" and ready["fps"] == 30 and ready["lookahead_frames"] > 0
+        first.send(chunks[0])
+        assert json.loads(first.recv(60))["type"] == "motion"
+        second, reply = _live_connect(app_url, live_connections)  # another page while this one is live
+        assert reply["type"] == "busy" and "busy" in reply["message"]
+        assert _live_closed(second) == []
+    finally:
+        first.socket.shutdown(socket.SHUT_RDWR)  # the page vanishes: no stop, no close handshake
+        first.close()
+    third, _, waited = _live_session(app_url, live_connections)
+    assert waited < 5, f"the slot of a dropped connection was freed after {waited:.1f} s"
+    third.send(b"\0" * (16000 * 4 * 2 + 4))  # more than 2 s of float32 speech in one message
+    (error,) = _live_closed(third)
+    assert error["type"] == "error" and "at most 2 s" in error["message"]
+
+    # a model reference must not name a folder of the server: refused before any session starts, with the
+    # same message whether the folder exists (the repository's) or not, naming no path but the one sent
+    replies = []
+    for model in (f"emage:{REPO / 'emage_core'}", f"emage:{REPO / 'nothere' / 'emage_core'}"):
+        ws, reply = _live_connect(app_url, live_connections, model=model)
+        assert reply["type"] == "error" and "paths on the server are not accepted" in reply["message"], reply
+        assert _live_closed(ws) == []
+        replies.append(reply["message"].replace(model, "<model>"))
+    assert replies[0] == replies[1] and str(REPO) not in replies[0], replies
+
+    # a whole session: speech, stop, the take's files
+    ws, _, _ = _live_session(app_url, live_connections)
+    for chunk in chunks:
+        ws.send(chunk)
+    ws.send(json.dumps({"type": "stop"}))
+    messages = _live_closed(ws)
+    take = messages[-1]
+    motion = [m for m in messages[:-1] if m["type"] == "motion"]
+    assert take["type"] == "take" and len(motion) == len(messages) - 1 == len(chunks) + 1  # + the rest at stop
+    assert take["seconds"] == 1.0 and take["frames"] == 30 == sum(m["n"] for m in motion)
+    assert [m["start"] for m in motion] == list(np.cumsum([0] + [m["n"] for m in motion[:-1]]))
+    assert all(len(m["q"]) == m["n"] * 55 * 4 and len(m["root"]) == m["n"] * 3 for m in motion)
+    assert {f["name"] for f in take["files"]} == _LIVE_FILES
+    session = take["files"][0]["url"].split("/")[2]
+    for f in take["files"]:
+        status, data = _http(app_url + f["url"])
+        assert status == 200 and data, f
+    assert _http(f"{app_url}live/take/{session}/recording")[0] == 404
+    assert _http(f"{app_url}live/take/{session}/..%2F..%2Fmetadata.json")[0] == 404
+    ws, _, _ = _live_session(app_url, live_connections)  # the slot is free after a take
+    ws.send(json.dumps({"type": "stop"}))  # and this one ends at once (no speech: no take), freeing it
+    *nothing, error = _live_closed(ws)
+    assert all(m["type"] == "motion" and m["n"] == 0 for m in nothing)
+    assert error["type"] == "error" and "before any motion" in error["message"]
+
+
+def test_real_browser_live_mode(app_url, live_connections, tmp_path):
+    """The issue's acceptance test: Chromium's fake microphone plays real speech into the Live tab; the
+    body moves while it speaks; Stop gives the take, whose motion covers exactly the speech recorded,
+    which is the speech played, and whose jaw follows it."""
+    pw = pytest.importorskip("playwright.sync_api", reason="playwright is a test requirement")
+    from PIL import Image
+
+    from conftest import BEAT2, need
+    from emage_core.audio import load_audio
+    from emage_core.metrics.motion import jaw_envelope_correlation
+    from emage_core.motion.beat2 import read_beat2
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("Debian's chromium is not installed (scripts/install.sh --test installs it)")
+    played = load_audio(need(BEAT2 / "2_scott_0_2_2.wav"))[:16000 * 6]  # 1.5 s of silence, then speech
+    duration = len(played) / 16000
+    mic = tmp_path / "mic.wav"
+    sf.write(mic, played, 16000, subtype="PCM_16")
+    # the worker loads the model on its first session: do that now, so the page goes live at once
+    ws, _, _ = _live_session(app_url, live_connections)
+    ws.send(json.dumps({"type": "stop"}))
+    _live_closed(ws)  # no speech, no take: the session ends and frees the slot
+
+    live = ".emage-live canvas"
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            *_SWIFTSHADER, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={mic}%noloop"])
+        page = browser.new_page(viewport={"width": 1000, "height": 900})
+        page.goto(app_url)
+        page.get_by_role("tab", name="Live").click()
+        page.wait_for_function(f"() => document.querySelector('{live}')", timeout=60_000)  # live.js loaded
+        page.locator(".emage-live-start").click()
+        page.wait_for_function(f"() => document.querySelector('{live}').dataset.state === 'live'", timeout=30_000)
+        shots = []
+        for frames in (30, 75):  # two moments while it speaks: the body is drawn, and it moved
+            page.wait_for_function(f"() => Number(document.querySelector('{live}').dataset.shown) >= {frames}",
+                                   timeout=30_000)
+            png = tmp_path / f"live_{frames}.png"
+            page.locator(".emage-live").screenshot(path=str(png))
+            shots.append(np.asarray(Image.open(png).convert("L"), dtype=np.float32))
+        assert shots[0].std() > 10, "the canvas shows the body, not a blank background"
+        assert np.abs(shots[1] - shots[0]).mean() > 0.1, "the body moves"
+        # Stop as soon as the page has sent as much speech as the file holds (a chunk may be in flight)
+        page.evaluate(f"""async () => {{
+            const canvas = document.querySelector('{live}');
+            while (0.2 * Number(canvas.dataset.sent) < {duration}) await new Promise((r) => setTimeout(r, 5));
+            document.querySelector('.emage-live-stop').click(); }}""")
+        page.wait_for_function(f"() => document.querySelector('{live}').dataset.state === 'done'", timeout=60_000)
+        stats = page.evaluate(f"() => ({{...document.querySelector('{live}').dataset}})")
+        latencies = page.evaluate("() => window.emageLiveStats.latencies")
+        links = page.eval_on_selector_all(".emage-live-take a", "els => els.map(e => [e.textContent, e.href])")
+        status = page.inner_text(".emage-live-status")
+        browser.close()
+
+    files = {}
+    for name, href in links:
+        code, files[name] = _http(href)
+        assert code == 200 and files[name], name
+    assert set(files) == _LIVE_FILES
+    (tmp_path / "take.npz").write_bytes(files["take.npz"])
+    take = read_beat2(tmp_path / "take.npz")
+    recorded, sr = sf.read(io.BytesIO(files["take.wav"]), dtype="float32")
+    meta = json.loads(files["metadata.json"])
+    seconds, sent = len(recorded) / sr, int(stats["sent"])
+    print(f"live: sent {sent} chunks, take {seconds:.3f} s / {take.n_frames} frames, shown {stats['shown']}, "
+          f"latency median {1000 * np.median(latencies):.0f} ms, max {1000 * max(latencies):.0f} ms; {status}")
+
+    # the take is what the page sent, all of it, and its motion covers exactly that speech
+    assert sr == 16000 and len(recorded) == sent * 3200 and meta["live"]["speech_seconds"] == seconds
+    assert abs(take.n_frames / 30 - seconds) < 1 / 30 and take.n_frames == meta["frames"] == int(stats["received"])
+    assert f"{take.n_frames} frames" in status and 0 < int(stats["shown"]) <= take.n_frames
+    # ... which is the speech played: the file from the moment the page went live (the page missed at most
+    # some of its leading silence), in order, nothing dropped or repeated. (After the file, Chromium's fake
+    # microphone repeats its last buffer rather than falling silent: the take's tail is not compared.)
+    hop = 160  # 10 ms loudness steps
+    env = lambda a: np.sqrt((a[: len(a) // hop * hop].reshape(-1, hop) ** 2).mean(1))
+    pad = 100  # the page may also go live up to 1 s before the microphone starts playing the file
+    e_played = env(np.concatenate([np.zeros(pad * hop, np.float32), played, np.zeros(2 * 16000, np.float32)]))
+    e_take = env(recorded)
+
+    def best_lag(lo, hi):  # the take's steps [lo, hi) against the file's, started lag steps earlier
+        scores = [np.corrcoef(e_take[lo:hi], e_played[pad + lo + k:pad + hi + k])[0, 1] for k in range(-pad, 150)]
+        return int(np.argmax(scores)) - pad, max(scores)
+
+    lag, _ = best_lag(0, len(e_take) - 150)  # the take's first 4.5 s lie within the file
+    n = len(played) // hop - max(lag, 0)  # the take's steps that hold the file
+    (lag, r), (lag1, r1), (lag2, r2) = (best_lag(a, b) for a, b in ((0, n), (0, n // 2), (n // 2, n)))
+    missed = lag * hop / 16000  # < 0: the take starts with silence from before the file played
+    print(f"live: the take starts {missed:+.2f} s into the file (r {r:.3f}; halves at {lag1}, {lag2} x 10 ms)")
+    assert r > 0.9 and min(r1, r2) > 0.8 and max(abs(lag1 - lag), abs(lag2 - lag)) <= 2, (lag, r, lag1, r1, lag2, r2)
+    assert np.abs(played[: max(lag, 0) * hop]).max(initial=0) < 0.01, "the page missed only the file's leading silence"
+    assert np.abs(recorded[: max(-lag - 2, 0) * hop]).max(initial=0) < 0.01  # before the file: silence
+    # Stop came once the page had sent as much as the file lasts, and within the chunk in flight
+    assert 0 <= seconds - duration <= 0.2 + 1e-6 and abs(take.n_frames / 30 - duration) <= 0.2 + 1 / 30
+    # the jaw follows the speech
+    jaw = jaw_envelope_correlation(take.poses, recorded)
+    print(f"live: jaw-envelope r {jaw:.2f}")
+    assert jaw > 0.2, f"the jaw does not follow the speech (r = {jaw:.2f})"
+    # labelled as live, naming the model (by its reference) and the look-ahead; no server path
+    assert meta["live"]["generated_live"] is True and meta["model_id"] == "emage"
+    assert meta["live"]["lookahead_frames"] == 6 and meta["live"]["lookahead_s"] == 0.2
+    assert meta["weights"]["source"] == "emage"
+    text = files["metadata.json"].decode() + files["take.json"].decode()
+    for secret in (str(REPO), tempfile.gettempdir()):
+        assert secret not in text, secret
+    assert latencies and np.median(latencies) < 2.0
