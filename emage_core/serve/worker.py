@@ -265,7 +265,8 @@ class GenerationWorker:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the generation worker is closed")
-            if self._jobs or self._running is not None:
+            running = self._running is not None and not self._running.finished  # (a finished one is leaving)
+            if self._jobs or running:
                 raise Busy("the live slot is taken: another live session or a generation is running; "
                            "try again in a moment")
             self._jobs.append(handle)
