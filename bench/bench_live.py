@@ -76,9 +76,12 @@ async def session(url: str, wav: np.ndarray, chunk_ms: int, worker_pid: int | No
 
         async def send():
             t0 = time.time()
+            every = max(1, wav.shape[0] // n // 6)  # the worker's memory six times along the session
             for k, i in enumerate(range(0, wav.shape[0], n)):
                 await asyncio.sleep(max(0.0, t0 + (i + n) / 16000 - time.time()))
                 await ws.send(wav[i:i + n].astype("<f4").tobytes())
+                if worker_pid and k % every == 0:
+                    mem.setdefault("along_mb", []).append((round(i / 16000), round(_rss_mb(worker_pid))))
             await ws.send(json.dumps({"type": "stop"}))
 
         sender = asyncio.create_task(send())
@@ -147,7 +150,8 @@ def main() -> None:
     print(f"a frame's speech complete at the server -> its motion at the client (incl. look-ahead): "
           f"median {np.median(f):.1f} ms, 95th percentile {np.percentile(f, 95):.1f} ms ({len(f)} frames)")
     if r["mem"]:
-        print(f"worker memory (RSS): {r['mem']['start_mb']:.0f} MB at the start, {r['mem']['end_mb']:.0f} MB at the end")
+        print(f"worker memory (RSS): {r['mem']['start_mb']:.0f} MB at the start, {r['mem']['end_mb']:.0f} MB at the end; "
+              "along the session (s: MB): " + ", ".join(f"{s}: {mb}" for s, mb in r["mem"].get("along_mb", [])))
     if r["take"]:
         print(f"take: {r['take']['frames']} frames for {r['take']['seconds']:.2f} s of speech")
 

@@ -16,7 +16,8 @@ from emage_core.assets import example_speech
 from emage_core.edit.idle import HEAD, SPINE, Idle
 from emage_core.edit.locks import Lock
 from emage_core.generate.emage import LIVE_LOOKAHEAD, EmageGenerator
-from emage_core.generate.live import MAX_CHUNK_SECONDS, LiveStream, MotionChunk, write_take
+from emage_core.generate.live import MAX_CHUNK_SECONDS, LiveStream, MotionChunk
+from emage_core.serve.live import write_take
 from emage_core.generate.settings import GenerationSettings
 from emage_core.models.emage.streaming import EmageStream
 from emage_core.motion.beat2 import read_beat2

@@ -41,7 +41,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..audio import SAMPLE_RATE, load_audio
-    from ..generate.live import write_take
+    from ..serve.live import write_take
     from ..generate.registry import load
 
     if not 20 <= args.chunk_ms <= 2000:

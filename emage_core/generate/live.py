@@ -11,12 +11,12 @@
 
 Family-independent: a family that can stream provides an object with ``push(samples) -> dict`` and
 ``finish() -> dict`` of new frames (poses (n, 55, 3), expressions (n, 100), trans (n, 3)); this module adds
-the idle layer (`edit.idle`), timing, limits, the recording and the labels. The recording goes to disk when
+the idle layer (`edit.idle`), timing, limits, the recording and the labels (`serve.live.write_take` writes the
+take as files). The recording goes to disk when
 a folder is given (a long session keeps nothing growing in memory but the file handles), else to memory.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,30 +175,3 @@ def stream(live: LiveStream, chunks: Iterable) -> Iterator[MotionChunk]:
     for samples in chunks:
         yield live.push(samples)
     yield live.finish()
-
-
-def write_take(live: LiveStream, folder: str | Path, stem: str = "take") -> dict[str, Path]:
-    """The take as files, like a generated result: ``take.npz`` (BEAT2), ``take.json`` beside it,
-    ``take.bvh``, ``take.glb``, ``take.wav`` (the speech heard) and ``metadata.json``."""
-    import soundfile as sf
-
-    from ..export.gltf import write_glb
-    from ..files import sha256_file
-    from ..motion.beat2 import write_beat2
-    from ..motion.bvh import write_bvh
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    motion = live.take()
-    if motion.n_frames == 0:
-        raise ValueError("the live session ended before any motion was made (speak for at least 0.3 s)")
-    files = {"wav": folder / f"{stem}.wav"}
-    sf.write(files["wav"], live.speech(), SAMPLE_RATE, subtype="PCM_16")
-    motion.meta["audio_sha256"] = sha256_file(files["wav"])
-    files["npz"] = write_beat2(motion, folder / f"{stem}.npz")
-    files["bvh"] = write_bvh(motion, folder / f"{stem}.bvh")
-    files["glb"] = write_glb(motion, folder / f"{stem}.glb")
-    files["metadata"] = folder / "metadata.json"
-    files["metadata"].write_text(json.dumps({**motion.meta, "frames": motion.n_frames, "fps": motion.fps},
-                                            indent=2, default=str) + "\n")
-    return files

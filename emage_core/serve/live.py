@@ -1,4 +1,5 @@
-"""A live session inside the generation worker: speech chunks in, motion messages out, the take at the end.
+"""A live session inside the generation worker: speech chunks in, motion messages out, the take at the end
+(`write_take`: its files, like a generated result's).
 
 The web side (`serve.live_web`) starts it with `GenerationWorker.start_live`, forwards each chunk of speech
 with `JobHandle.send_audio` and relays the worker's ``live`` events to the browser. The messages (JSON-able):
@@ -13,6 +14,7 @@ translation of the exported ``.glb`` (`export.gltf`), so the page poses the same
 """
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import time
@@ -21,7 +23,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..generate.live import LiveStream, MotionChunk, write_take
+from ..audio import SAMPLE_RATE
+from ..generate.live import LiveStream, MotionChunk
 from ..motion import smplx_skeleton
 from ..motion.kinematics import rest_skeleton
 from ..motion.rotation import axis_angle_to_quaternion
@@ -94,3 +97,30 @@ def run_live(request, audio: "queue.Queue", *, generator_for: Callable, emit: Ca
     (out / "recording").rmdir()
     return {"files": {kind: str(path) for kind, path in files.items()}, "frames": live.frames,
             "seconds": round(live.heard_s, 3)}
+
+
+def write_take(live: LiveStream, folder: str | Path, stem: str = "take") -> dict[str, Path]:
+    """The take as files, like a generated result: ``take.npz`` (BEAT2), ``take.json`` beside it,
+    ``take.bvh``, ``take.glb``, ``take.wav`` (the speech heard) and ``metadata.json``."""
+    import soundfile as sf
+
+    from ..export.gltf import write_glb
+    from ..files import sha256_file
+    from ..motion.beat2 import write_beat2
+    from ..motion.bvh import write_bvh
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    motion = live.take()
+    if motion.n_frames == 0:
+        raise ValueError("the live session ended before any motion was made (speak for at least 0.3 s)")
+    files = {"wav": folder / f"{stem}.wav"}
+    sf.write(files["wav"], live.speech(), SAMPLE_RATE, subtype="PCM_16")
+    motion.meta["audio_sha256"] = sha256_file(files["wav"])
+    files["npz"] = write_beat2(motion, folder / f"{stem}.npz")
+    files["bvh"] = write_bvh(motion, folder / f"{stem}.bvh")
+    files["glb"] = write_glb(motion, folder / f"{stem}.glb")
+    files["metadata"] = folder / "metadata.json"
+    files["metadata"].write_text(json.dumps({**motion.meta, "frames": motion.n_frames, "fps": motion.fps},
+                                            indent=2, default=str) + "\n")
+    return files

@@ -6,9 +6,8 @@
 //
 // For tests: canvas.dataset.state (idle | connecting | live | finishing | done | busy | error),
 // .received (motion frames received), .shown (frames drawn), .sent (speech chunks sent); window.emageLiveStats.
-import * as THREE from './three.module.min.js';
 import { GLTFLoader } from './GLTFLoader.js';
-import { OrbitControls } from './OrbitControls.js';
+import { makeStage } from './stage.js';
 
 const CHUNK = 3200; // samples of 16 kHz speech per message (200 ms)
 const FPS = 30;
@@ -44,27 +43,13 @@ class Live {
     window.emageLiveStats = this.stats;
     this.setState('idle');
     this.bones = null;
-    try {
-      this.renderer = new THREE.WebGLRenderer({ canvas: this.canvas, antialias: true, preserveDrawingBuffer: true });
-    } catch (e) {
+    this.stage = makeStage(this.canvas, { position: [0, 1.0, 4.0], target: [0, 0.9, 0] });
+    if (!this.stage) {
       this.renderer = null;
       this.status.textContent = 'Live mode shows the body with WebGL, which this browser does not offer.';
       return;
     }
-    this.scene = new THREE.Scene();
-    this.scene.background = new THREE.Color(0xeef0f4);
-    this.scene.add(new THREE.HemisphereLight(0xffffff, 0x8d8d8d, 2.0));
-    const sun = new THREE.DirectionalLight(0xffffff, 2.0);
-    sun.position.set(1, 3, 4);
-    this.scene.add(sun);
-    this.scene.add(new THREE.GridHelper(8, 16, 0xb0b4bc, 0xd0d4dc));
-    this.camera = new THREE.PerspectiveCamera(30, 1, 0.05, 100);
-    this.camera.position.set(0, 1.0, 4.0);
-    this.controls = new OrbitControls(this.camera, this.canvas);
-    this.controls.target.set(0, 0.9, 0);
-    this.controls.update();
-    new ResizeObserver(() => this.resize()).observe(this.canvas.parentElement);
-    this.resize();
+    ({ renderer: this.renderer, scene: this.scene, camera: this.camera } = this.stage);
     this.bodyReady = new GLTFLoader().loadAsync(`${base()}/live/body.glb`).then((gltf) => {
       this.scene.add(gltf.scene);
       gltf.scene.traverse((o) => { if (o.isSkinnedMesh && !this.bones) this.bones = o.skeleton.bones; });
@@ -76,15 +61,6 @@ class Live {
   setState(state) {
     this.state = state;
     this.canvas.dataset.state = state;
-  }
-
-  resize() {
-    if (!this.renderer) return;
-    const { clientWidth: w, clientHeight: h } = this.canvas.parentElement;
-    if (!w || !h) return;
-    this.renderer.setSize(w, h, false);
-    this.camera.aspect = w / h;
-    this.camera.updateProjectionMatrix();
   }
 
   async start() {

@@ -10,7 +10,7 @@
 // the frames drawn.
 import * as THREE from './three.module.min.js';
 import { GLTFLoader } from './GLTFLoader.js';
-import { OrbitControls } from './OrbitControls.js';
+import { makeStage } from './stage.js';
 
 const SPACING = 1.0; // metres between neighbouring bodies
 
@@ -27,36 +27,20 @@ class Viewer {
     this.bodies = []; // {root, mixer, duration}
     this.loading = 0;
     this.frames = 0;
-    try {
-      this.renderer = new THREE.WebGLRenderer({ canvas: this.canvas, antialias: true, preserveDrawingBuffer: true });
-    } catch (e) {
+    this.stage = makeStage(this.canvas, { onChange: () => this.draw() });
+    if (!this.stage) {
       this.renderer = null;
       this.canvas.hidden = true;
       this.note.textContent = 'The 3D viewer needs WebGL, which this browser does not offer: the videos below show '
         + 'the result. The speech plays here.';
       return;
     }
-    this.renderer.setPixelRatio(window.devicePixelRatio);
-    this.scene = new THREE.Scene();
-    this.scene.background = new THREE.Color(0xeef0f4);
-    this.scene.add(new THREE.HemisphereLight(0xffffff, 0x8d8d8d, 2.0));
-    const sun = new THREE.DirectionalLight(0xffffff, 2.0);
-    sun.position.set(1, 3, 4);
-    this.scene.add(sun);
-    this.floor = new THREE.GridHelper(8, 16, 0xb0b4bc, 0xd0d4dc);
-    this.scene.add(this.floor);
-    this.camera = new THREE.PerspectiveCamera(30, 1, 0.05, 100);
-    this.camera.position.set(0, 1.2, 4.5);
-    this.controls = new OrbitControls(this.camera, this.canvas);
-    this.controls.target.set(0, 1.0, 0);
-    this.controls.addEventListener('change', () => this.draw());
+    ({ renderer: this.renderer, scene: this.scene, camera: this.camera, controls: this.controls } = this.stage);
     this.loader = new GLTFLoader();
-    new ResizeObserver(() => this.resize()).observe(this.canvas.parentElement);
     for (const name of ['seeked', 'timeupdate', 'pause', 'loadedmetadata']) {
       this.audio.addEventListener(name, () => this.draw());
     }
     this.audio.addEventListener('play', () => this.loop());
-    this.resize();
   }
 
   // The bodies of one result (FileData objects or URLs: the speech first, then the .glb files).
@@ -111,16 +95,6 @@ class Viewer {
     this.controls.target.copy(centre);
     this.camera.position.copy(centre).addScaledVector(direction, distance);
     this.controls.update();
-  }
-
-  resize() {
-    if (!this.renderer) return;
-    const { clientWidth: w, clientHeight: h } = this.canvas.parentElement;
-    if (!w || !h) return;
-    this.renderer.setSize(w, h, false);
-    this.camera.aspect = w / h;
-    this.camera.updateProjectionMatrix();
-    this.draw();
   }
 
   // Pose every body at the audio's time and draw; clips end where the longest one does.
