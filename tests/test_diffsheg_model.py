@@ -179,27 +179,6 @@ def test_training_losses_terms(golden_model):
 
 
 @needs_golden
-def test_alpha_x0_weighting_scales_each_samples_x0_terms(golden_model):
-    """x0_weighting="alpha" leaves the noise term as it is and weighs each sample's x0 terms by abar_t: a sample
-    at t = 999 then barely counts, one at t = 0 counts fully (the same batch, noise and null rows)."""
-    x0, cond, noise = torch.randn(2, 12, 232), _cond(12, 2), torch.randn(2, 12, 232)
-    kw = dict(noise=noise, null_rows=torch.zeros(2, dtype=torch.bool))
-    golden_model.eval()
-    ref, alpha = (training_losses(golden_model, x0, cond, t=torch.tensor([0, 999]), x0_weighting=w, **kw)
-                  for w in ("reference", "alpha"))
-    alone = [training_losses(golden_model, x0[i:i + 1], Conditions(cond.mel[i:i + 1], cond.person_id[i:i + 1]),
-                             t=torch.tensor([t]), noise=noise[i:i + 1],
-                             null_rows=torch.zeros(1, dtype=torch.bool))["loss_x0"] for i, t in ((0, 0), (1, 999))]
-    torch.testing.assert_close(alpha["loss_eps"], ref["loss_eps"])
-    assert alpha["loss_x0"] < 0.01 * ref["loss_x0"]  # the t = 999 sample dominated the reference's term
-    abar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))[[0, 999]]  # the linear schedule
-    torch.testing.assert_close(alpha["loss_x0"].double(), (abar[0] * alone[0] + abar[1] * alone[1]).double() / 2,
-                               rtol=1e-4, atol=0)
-    with pytest.raises(ValueError, match="x0_weighting"):
-        training_losses(golden_model, x0, cond, x0_weighting="snr", **kw)
-
-
-@needs_golden
 def test_ddim_is_deterministic_given_a_seed(golden_model):
     cond = _cond(16, 2)
     a = sample_ddim(golden_model, cond, steps=5, noise=torch.Generator().manual_seed(7))

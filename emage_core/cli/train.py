@@ -25,8 +25,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_diffsheg(DiffshegTrainConfig(
             data=args.data, out=args.out, size=args.size, steps=args.steps, batch_size=args.batch_size,
             lr=args.lr if args.lr is not None else 2e-4, stride=args.stride if args.stride is not None else 10,
-            mirror=args.mirror, seed=args.seed, device=args.device, save_every=args.save_every, resume=args.resume,
-            x0_weighting=args.x0_weighting))
+            mirror=args.mirror, seed=args.seed, device=args.device, save_every=args.save_every, resume=args.resume))
         print(f"checkpoint: {args.out} (python -m emage_core generate SPEECH -o OUT.npz --model diffsheg:{args.out})")
         return 0
     if args.family == "emotiongesture":
@@ -114,9 +113,6 @@ def add_train_parsers(subparsers) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--save-every", type=int, default=500, help="steps between checkpoints (default 500)")
-    p.add_argument("--x0-weighting", choices=("reference", "alpha"), default="reference",
-                   help="DiffSHEG: the x0 and velocity loss terms as the reference (default), or each sample's "
-                        "weighted by abar_t (for small batches: the reference's amplify the noise error up to 156x)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--vq-from", default=None,
                    help="take the five autoencoders from this checkpoint (folder or Hub id) instead of training them")

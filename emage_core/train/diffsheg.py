@@ -64,7 +64,6 @@ class DiffshegTrainConfig:
     device: str | None = None
     save_every: int = 1000
     resume: bool = False
-    x0_weighting: str = "reference"  # "alpha": x0 terms weighted by abar_t (see `training_losses`)
 
 
 @dataclass
@@ -156,8 +155,7 @@ def train_diffsheg(config: DiffshegTrainConfig, log: Callable[[str], None] | Non
         model.train()
         x0, cond = batch()
         optimizer.zero_grad(set_to_none=True)
-        r = training_losses(model, x0, cond, generator=generator, null_cond_prob=config.null_cond_prob,
-                            x0_weighting=config.x0_weighting)
+        r = training_losses(model, x0, cond, generator=generator, null_cond_prob=config.null_cond_prob)
         r["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
         optimizer.step()

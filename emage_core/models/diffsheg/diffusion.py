@@ -365,7 +365,6 @@ def training_losses(
     null_cond_prob: float = 0.2,
     generator: torch.Generator | None = None,
     schedule: NoiseSchedule | None = None,
-    x0_weighting: str = "reference",
 ) -> dict[str, torch.Tensor]:
     """One training forward (the model should be in train mode) and the loss terms.
 
@@ -376,13 +375,7 @@ def training_losses(
     Returns x_t, eps_pred, pred_x0 and the losses: ``loss_eps`` = 1000 MSE(eps), ``loss_vel`` =
     MSE of x0 frame differences (weight 1 in the total; ``loss_vel_logged`` = 100x, what the
     reference logs), ``loss_x0`` = 100 Huber(pred_x0, x0), ``loss`` = their sum.
-
-    ``x0_weighting="alpha"`` (ours, not the reference's) weighs each sample's two x0 terms by abar_t: pred_x0
-    carries the noise error times sqrt(1 - abar_t) / sqrt(abar_t) (up to 156x at t = 999), so at small batches
-    the x0 terms of a few noisy samples dominate every step; weighted, they act where x0 is knowable.
     """
-    if x0_weighting not in ("reference", "alpha"):
-        raise ValueError(f"x0_weighting must be 'reference' or 'alpha', got {x0_weighting!r}")
     sched = schedule or NoiseSchedule.linear()
     B, dev = x0.shape[0], x0.device
     if t is None:
@@ -403,15 +396,8 @@ def training_losses(
 
     vel = lambda x: x[:, :-1] - x[:, 1:]  # noqa: E731
     loss_eps = 1000 * ((eps_pred - noise) ** 2).mean(-1).mean()
-    if x0_weighting == "reference":
-        loss_vel = ((vel(pred_x0) - vel(x0)) ** 2).mean(-1).mean()
-        loss_x0 = 100 * huber(x0, pred_x0)
-    else:
-        w = sched.coef("alphas_cumprod", t.cpu().numpy()).to(dev)  # (B,)
-        loss_vel = (w * ((vel(pred_x0) - vel(x0)) ** 2).mean((1, 2))).mean()
-        delta = 0.1
-        per = F.smooth_l1_loss(pred_x0 / delta, x0 / delta, reduction="none").mean((1, 2)) * delta
-        loss_x0 = 100 * (w * per).mean()
+    loss_vel = ((vel(pred_x0) - vel(x0)) ** 2).mean(-1).mean()
+    loss_x0 = 100 * huber(x0, pred_x0)
     return {
         "x_t": x_t, "eps_pred": eps_pred, "pred_x0": pred_x0, "t": t, "null_rows": null_rows,
         "loss_eps": loss_eps, "loss_vel": loss_vel, "loss_vel_logged": 100 * loss_vel,
