@@ -123,7 +123,7 @@ class LiveWeb:
                         return
                     if not stopped.is_set():
                         handle.send_audio(data, time.time())
-                elif (message.get("text") or "").find('"stop"') >= 0 and not stopped.is_set():
+                elif _is_stop(message.get("text")) and not stopped.is_set():
                     stopped.set()
                     handle.send_audio(None)
 
@@ -165,6 +165,13 @@ def _settings(start: dict) -> JobSettings:
     settings = JobSettings(model=model.label, generation=generation)
     settings.validate()
     return settings
+
+
+def _is_stop(text: str | None) -> bool:
+    try:
+        return json.loads(text or "").get("type") == "stop"
+    except (ValueError, AttributeError):
+        return False
 
 
 async def _close(ws, message: dict) -> None:
