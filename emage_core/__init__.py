@@ -7,17 +7,18 @@ Importable without Gradio. The folders follow the pipeline, each module one job:
                       (`smplx_skeleton`), rotations, the `Motion` clip (`clip`), forward kinematics,
                       BEAT2 ``.npz`` and BVH files
 - `models/`           checkpoint finding and reading (`hub`); each family's networks: `models/emage/`
-                      (`model`, `windows`, `inference`)
-- `edit/`             locked parts (`locks`) and explicit expressive controls (`style`)
+                      (`model`, `windows`, `inference`, `streaming` for live mode)
+- `edit/`             locked parts (`locks`), explicit expressive controls (`style`), idling in silence (`idle`)
 - `generate/`         the generator interface (`interface`), `GenerationSettings` (`settings`), model
                       references and families (`registry`), EMAGE's generator (`emage`), completing
-                      missing parts (`complete`)
+                      missing parts (`complete`), live sessions (`live`)
 - `body/`             the free bodies (Anny, the wooden mannequin), the SMPL-X mesh when supplied
 - `render/`           the OpenGL context (`gl`), the mesh renderer (`mesh`), videos and grids (`grid`),
                       the stick figure (`stick`), framing (`camera`), mp4 files (`video`)
 - `train/`            datasets, learned labels and training (EMAGE, DiffSHEG)
 - `metrics/`          motion metrics and the official BEAT2 evaluator (`evaluate`, `parity`)
-- `serve/`            one request as a job (`jobs`), the worker process, output folders and retention
+- `serve/`            one request as a job (`jobs`), the worker process, output folders and retention, a live
+                      session in the worker (`live`) and its WebSocket routes (`live_web`)
 - `batch/`            stimuli for perception studies
 - `cli/`              ``python -m emage_core``
 - `assets`, `files`   files shipped in the package; sha256 and atomic writes
@@ -28,7 +29,7 @@ Common names are importable from here::
 """
 from .motion.clip import Motion, MotionError
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 # Heavier names load on first use, so `import emage_core` stays light.
 _LAZY = {
