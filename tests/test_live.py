@@ -254,6 +254,32 @@ def test_no_jumps_where_chunks_meet(gen):
         assert ratio < 2.0, (name, ratio)
 
 
+def test_long_pushes_keep_the_look_ahead_and_stay_smooth(gen):
+    """A push of 2 s (more than one window's new frames) runs several windows; each that stops short of the
+    speech received emits all but its last ``lookahead`` frames too, so every seam gets the crossfade."""
+    wav = np.concatenate([load_audio(p) for p in example_speech()])[: 12 * SAMPLE_RATE]
+    live = gen.live(GenerationSettings(seed=0), idle=False)
+    s = live.backend
+    windows, original = [], s._window
+
+    def window(start, end, emit_to):
+        windows.append((end, emit_to, s.frames_heard))
+        return original(start, end, emit_to)
+
+    s._window = window
+    starts = [live.push(c).start for c in _chunks(wav, 2 * SAMPLE_RATE)]
+    live.finish()
+    assert len(windows) > len(starts)  # several windows per push
+    for end, emit_to, heard in windows[:-1]:
+        assert emit_to <= end - LIVE_LOOKAHEAD or end == heard, (end, emit_to, heard)
+    take = live.take()
+    seams = np.array(sorted({e for _, e, _ in windows if 0 < e < take.n_frames}))
+    step = np.abs(np.diff(take.poses.reshape(take.n_frames, -1), axis=0)).mean(axis=1)
+    at = np.zeros(len(step), bool)
+    at[seams - 1] = True
+    assert step[at].mean() / step[~at].mean() < 2.0
+
+
 # -- idle ------------------------------------------------------------------------------------------------
 def test_idle_calms_the_body_in_silence_but_does_not_freeze_it(gen):
     wav = np.concatenate([_speech(2.5, seed=10), np.zeros(4 * SAMPLE_RATE, np.float32)])

@@ -153,7 +153,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
             with gr.Tab("Live", id="live"):
                 gr.Markdown("Speak into the microphone: the body gestures and moves its jaw with you, a fraction of "
                             "a second behind. Stop to download the take (your speech and the motion shown). One live "
-                            "session at a time; the bundled EMAGE runs it on a CPU.")
+                            "session at a time; the bundled EMAGE is fast enough for a CPU.")
                 gr.HTML(html_template='<div class="emage-live"></div>', css_template=_VIEWER_CSS + _LIVE_CSS,
                         js_on_load=_live_js(), label="Live", elem_id="emage-live")
 

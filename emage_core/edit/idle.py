@@ -18,11 +18,11 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 from ..motion.clip import DEFAULT_FPS
-from ..motion.skeleton import JAW, N_JOINTS
+from ..motion.skeleton import BODY_JOINTS
 
 SPINE = (3, 6, 9)  # spine1-3: breathing
 HEAD = (12, 15)  # neck, head: sway
-_EYES = (23, 24)
+_BODY = list(BODY_JOINTS)
 
 
 class Idle:
@@ -69,8 +69,7 @@ class Idle:
             # one-pole low-pass whose strength follows the gate: pass-through while speaking
             alpha = 1.0 - self.calm * self.gate * (1.0 - 0.03)
             self._smooth += alpha * (pose - self._smooth)
-            body = [j for j in range(N_JOINTS) if j != JAW and j not in _EYES]
-            pose[body] = self._smooth[body]
+            pose[_BODY] = self._smooth[_BODY]
             if self.gate > 0:
                 t = self.frame / self.fps
                 breath = self.breath_rad * self.gate * math.sin(2 * math.pi * 0.25 * t + self._phase[0])

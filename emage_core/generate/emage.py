@@ -263,7 +263,10 @@ class EmageGenerator(Generator):
                                           "what": "explicit low-pass of the body against jitter between windows "
                                                   "(see models/emage/streaming.py); jaw and expressions as decoded"},
                           expression={"learned": learned, "explicit": None},
-                          settings={**settings.to_dict(), "seed": seed})
+                          **({"speaker": settings.speaker} if self.speakers else {}),
+                          settings={**settings.to_dict(), "seed": seed,  # EMAGE's options as live mode runs them
+                                    "emage": {"snap_face": settings.emage.snap_face, "precision": precision,
+                                              "audio_context": "window", "lookahead": lookahead}})
         return LiveStream(backend, meta, seed=seed, lookahead=lookahead, idle=idle, record_dir=record_dir,
                           max_seconds=DEFAULT_MAX_SECONDS if max_seconds is None else max_seconds)
 

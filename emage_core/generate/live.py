@@ -13,7 +13,7 @@ Family-independent: a family that can stream provides an object with ``push(samp
 ``finish() -> dict`` of new frames (poses (n, 55, 3), expressions (n, 100), trans (n, 3)); this module adds
 the idle layer (`edit.idle`), timing, limits, the recording and the labels (`serve.live.write_take` writes the
 take as files). The recording goes to disk when
-a folder is given (a long session keeps nothing growing in memory but the file handles), else to memory.
+a folder is given (a long session keeps nothing growing in memory), else to memory.
 """
 from __future__ import annotations
 

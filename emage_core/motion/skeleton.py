@@ -37,6 +37,7 @@ UPPER_JOINTS: tuple[int, ...] = (3, 6, 9, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21
 HANDS_JOINTS: tuple[int, ...] = tuple(range(25, 55))
 LOWER_JOINTS: tuple[int, ...] = (0, 1, 2, 4, 5, 7, 8, 10, 11)
 FACE_JOINTS: tuple[int, ...] = (JAW,)
+BODY_JOINTS: tuple[int, ...] = tuple(sorted(UPPER_JOINTS + HANDS_JOINTS + LOWER_JOINTS))  # all but the jaw and eyes
 
 #: The lockable / generated parts. "face" also owns the 100 FLAME expressions, "global" the translation.
 PARTS: dict[str, tuple[int, ...]] = {

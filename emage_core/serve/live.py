@@ -4,7 +4,7 @@
 The web side (`serve.live_web`) starts it with `GenerationWorker.start_live`, forwards each chunk of speech
 with `JobHandle.send_audio` and relays the worker's ``live`` events to the browser. The messages (JSON-able):
 
-    {"type": "ready", "fps": 30, "lookahead_frames": 6, "model": ..., "seed": ...}
+    {"type": "ready", "fps": 30, "lookahead_frames": 6, "model": ..., "seed": ..., "max_seconds": 600}
     {"type": "motion", "start": frame, "n": frames, "q": [n * 55 * 4 floats], "root": [n * 3 floats],
      "received": server time the chunk arrived (s), "heard": s of speech so far, "compute_ms": ...}
 
@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from ..audio import SAMPLE_RATE
-from ..generate.live import LiveStream, MotionChunk
+from ..generate.live import MAX_CHUNK_SECONDS, LiveStream, MotionChunk
 from ..motion import smplx_skeleton
 from ..motion.kinematics import rest_skeleton
 from ..motion.rotation import axis_angle_to_quaternion
@@ -32,7 +32,19 @@ from ..motion.rotation import axis_angle_to_quaternion
 logger = logging.getLogger(__name__)
 
 IDLE_TIMEOUT_S = 30.0  # a session that receives no speech this long ends (a page left open, a lost stream)
-MAX_LIVE_SECONDS = 600.0  # speech per session
+MAX_LIVE_SECONDS = 600.0  # speech per session (and its wall-clock time: this plus IDLE_TIMEOUT_S)
+MERGE_BYTES = int(MAX_CHUNK_SECONDS * SAMPLE_RATE) * 4  # the most queued speech one push takes at once
+
+
+def _resampler(rate: int):
+    """``resample(x, last=False)``: (n,) float32 at ``rate`` -> (m,) at 16 kHz, chunk by chunk with state
+    (soxr's stream resampler; ``last`` flushes what it holds back)."""
+    if rate == SAMPLE_RATE:
+        return lambda x, last=False: x
+    import soxr
+
+    stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
+    return lambda x, last=False: stream.resample_chunk(np.ascontiguousarray(x, np.float32), last=last)
 
 
 def wire_chunk(chunk: MotionChunk, rest_pelvis: np.ndarray, received: float) -> dict:
@@ -50,8 +62,9 @@ def run_live(request, audio: "queue.Queue", *, generator_for: Callable, emit: Ca
              max_seconds: float = MAX_LIVE_SECONDS) -> dict:
     """Run one live session (in the worker process) until the page stops it; returns the take's files.
 
-    ``audio`` yields ``(job_id, received time, float32 bytes or None)``; items of other sessions (left over
-    from an earlier one) are skipped. ``emit`` sends a message to the page. Raises `worker.Cancelled` when
+    ``audio`` yields ``(job_id, received time, float32 bytes or None)`` at ``request.sample_rate`` (resampled
+    to 16 kHz here); items of other sessions (left over from an earlier one) are skipped; speech that queued
+    up while a push ran goes into the next push together, so a session that fell behind catches up. ``emit`` sends a message to the page. Raises `worker.Cancelled` when
     ``cancelled()`` (the page went away).
     """
     from .worker import Cancelled
@@ -68,7 +81,8 @@ def run_live(request, audio: "queue.Queue", *, generator_for: Callable, emit: Ca
     rest_pelvis = rest_skeleton(np.zeros(10, np.float32))[0][0].astype(np.float64)
     emit({"type": "ready", "fps": live.fps, "lookahead_frames": live.lookahead, "model": ref.label,
           "seed": live.meta["seed"], "max_seconds": max_seconds})
-    last_heard = time.monotonic()
+    resample = _resampler(request.sample_rate)
+    started = last_heard = time.monotonic()
     while True:
         if cancelled():
             raise Cancelled()
@@ -80,16 +94,26 @@ def run_live(request, audio: "queue.Queue", *, generator_for: Callable, emit: Ca
             continue
         if job_id != request.job_id:
             continue
-        last_heard = time.monotonic()
-        if payload is None:
-            break
-        if len(payload) % 4:
+        # behind (a slow machine, a burst): take what else is waiting at once, one push for all of it
+        payloads = [payload]
+        while payloads[-1] is not None and sum(len(p) for p in payloads) < MERGE_BYTES:
+            try:
+                more = audio.get_nowait()
+            except queue.Empty:
+                break
+            if more[0] == request.job_id:
+                payloads.append(more[2])
+        stop = payloads[-1] is None
+        data = b"".join(p for p in payloads if p is not None)
+        if len(data) % 4:
             raise ValueError("live audio must be float32 samples (a multiple of 4 bytes)")
-        if live.heard_s >= max_seconds:
-            break  # the limit: the take ends here
-        samples = np.frombuffer(payload, "<f4")
-        samples = samples[: int(max_seconds * 16000) - live.n_samples]
-        emit(wire_chunk(live.push(samples), rest_pelvis, received))
+        if (data or stop) and live.heard_s < max_seconds:
+            last_heard = time.monotonic()
+            samples = resample(np.frombuffer(data, "<f4"), last=stop)  # the end: the resampler's tail too
+            samples = samples[: int(max_seconds * SAMPLE_RATE) - live.n_samples]
+            emit(wire_chunk(live.push(samples), rest_pelvis, received))
+        if stop or live.heard_s >= max_seconds or time.monotonic() - started > max_seconds + idle_timeout_s:
+            break  # stopped by the page, or a limit: the take ends here
     emit(wire_chunk(live.finish(), rest_pelvis, time.time()))
     files = write_take(live, out)
     for f in (out / "recording").glob("*.f32"):

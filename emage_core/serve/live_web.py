@@ -7,9 +7,10 @@ the body the page poses, and the take's files.
 
 The session, as the page speaks it:
 
-    page -> {"type": "start", "model": "emage", "seed": 0, "temperature": 0}      (text, first)
+    page -> {"type": "start", "model": "emage", "seed": 0, "temperature": 0, "sample_rate": 48000}  (text, first)
     page <- {"type": "ready", ...} | {"type": "busy" | "error", "message": ...} (then closed)
-    page -> float32 16 kHz mono samples, little-endian                     (binary, one message per chunk)
+    page -> float32 mono samples at sample_rate (default 16 kHz), little-endian (binary, a chunk a message,
+            at most 2 s each, at about the speech's own pace, 10 minutes at most)
     page <- {"type": "motion", ...} per chunk (see `serve.live`)
     page -> {"type": "stop"}
     page <- the last motion, then {"type": "take", "files": [{"name", "url"}], "seconds", "frames"}; closed
@@ -29,15 +30,19 @@ from pathlib import Path
 
 from starlette.websockets import WebSocket
 
+from ..audio import SAMPLE_RATE
+from ..generate.live import MAX_CHUNK_SECONDS
 from ..generate.registry import ModelRefError, parse_ref
 from ..generate.settings import GenerationSettings
 from .jobs import JobSettings
 from .outputs import scrub_paths
+from .live import MAX_LIVE_SECONDS
 from .worker import Busy, JobRequest
 
 logger = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 16000 * 4 * 2  # 2 s of float32 speech in one message
+RATES = (8000, 96000)  # the speech rates a page may send (browsers capture at 16-48 kHz)
+AHEAD_S = 2.0  # a page may send this much speech ahead of real time (bursts); beyond it is refused
 TAKE_FILES = ("take.npz", "take.json", "take.bvh", "take.glb", "take.wav", "metadata.json")
 _SESSION_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -74,9 +79,12 @@ class LiveWeb:
 
     async def session(self, ws: WebSocket) -> None:
         await ws.accept()
+        if not _same_origin(ws):
+            await _close(ws, {"type": "error", "message": "live sessions are open to this app's own page only"})
+            return
         try:
             start = json.loads(await asyncio.wait_for(ws.receive_text(), timeout=10))
-            settings = _settings(start)
+            settings, rate = _settings(start)
         except (ValueError, TypeError, KeyError, ModelRefError, asyncio.TimeoutError) as e:
             await _close(ws, {"type": "error", "message": f"could not start: {scrub_paths(str(e)) or 'no start message'}"})
             return
@@ -87,7 +95,7 @@ class LiveWeb:
         handle = None
         try:
             handle = self.worker.start_live(JobRequest(job_id=out_dir.name, speech="", out_dir=str(out_dir),
-                                                       settings=settings))
+                                                       settings=settings, sample_rate=rate))
         except Busy as e:
             await _close(ws, {"type": "busy", "message": f"Live mode is busy: {e}."})
         if handle is None:
@@ -96,19 +104,26 @@ class LiveWeb:
             return
         finished = False
         try:
-            finished = await self._relay(ws, handle, out_dir)
+            finished = await self._relay(ws, handle, out_dir, rate)
         finally:
             handle.close()  # cancels the session unless it ended (a closed page frees the slot now)
             self.requests.release(out_dir)
             if not finished:
                 shutil.rmtree(out_dir, ignore_errors=True)
 
-    async def _relay(self, ws, handle, out_dir: Path) -> bool:
+    async def _relay(self, ws, handle, out_dir: Path, rate: int) -> bool:
         """Speech from the page to the worker and motion back, until the take is written (True) or the
-        session fails or the page goes away (False)."""
+        session fails or the page goes away (False). Speech must come at about its own pace (at most
+        `AHEAD_S` ahead) and at most `MAX_LIVE_SECONDS`: nothing piles up in the server's memory."""
         stopped = asyncio.Event()
+        most_bytes = int(MAX_CHUNK_SECONDS * rate) * 4
+
+        async def refuse(message: str) -> None:
+            handle.cancel()
+            await _close(ws, {"type": "error", "message": message})
 
         async def receive() -> None:
+            first, samples = None, 0
             while True:
                 message = await ws.receive()
                 if message["type"] == "websocket.disconnect":
@@ -116,11 +131,16 @@ class LiveWeb:
                     return
                 data = message.get("bytes")
                 if data is not None:
-                    if len(data) > MAX_MESSAGE_BYTES or len(data) % 4:
-                        await _close(ws, {"type": "error", "message": "a speech chunk must be float32 samples, "
-                                                                      "at most 2 s"})
-                        handle.cancel()
-                        return
+                    if not data or len(data) > most_bytes or len(data) % 4:
+                        return await refuse(f"a speech chunk must be float32 samples, at most "
+                                            f"{MAX_CHUNK_SECONDS:g} s")
+                    first = first if first is not None else time.monotonic()
+                    samples += len(data) // 4
+                    if samples / rate > MAX_LIVE_SECONDS + AHEAD_S:
+                        return await refuse(f"a live session takes at most {MAX_LIVE_SECONDS / 60:g} min of speech")
+                    if samples / rate > time.monotonic() - first + AHEAD_S + MAX_CHUNK_SECONDS:
+                        return await refuse("speech arrived faster than it can be spoken; live mode takes a "
+                                            "microphone's pace")
                     if not stopped.is_set():
                         handle.send_audio(data, time.time())
                 elif _is_stop(message.get("text")) and not stopped.is_set():
@@ -148,23 +168,36 @@ class LiveWeb:
                 elif event.kind in ("error", "cancelled"):
                     await _close(ws, {"type": "error", "message": scrub_paths(event.message)})
                     return False
-        except Exception:  # noqa: BLE001 - the page closed while we sent: end the session
+        except Exception:  # noqa: BLE001 - the page closed while we sent (or a bug): end the session
+            logger.debug("live session %s ended early", out_dir.name, exc_info=True)
             return False
         finally:
             reader.cancel()
 
 
-def _settings(start: dict) -> JobSettings:
-    """The page's start message -> checked settings (a model reference, never a path)."""
-    if start.get("type") != "start":
+def _settings(start) -> tuple[JobSettings, int]:
+    """The page's start message -> (checked settings, the speech's sample rate). A model reference, never a path."""
+    if not isinstance(start, dict) or start.get("type") != "start":
         raise ValueError("the first message must be {'type': 'start', ...}")
     model = parse_ref(str(start.get("model") or "emage"), allow_paths=False)
     seed = start.get("seed")
     seed = None if seed is None or (isinstance(seed, (int, float)) and seed < 0) else seed
+    rate = start.get("sample_rate", SAMPLE_RATE)
+    if not isinstance(rate, int) or not RATES[0] <= rate <= RATES[1]:
+        raise ValueError(f"sample_rate must be a whole number of Hz, {RATES[0]}-{RATES[1]}")
     generation = GenerationSettings(seed=seed, temperature=float(start.get("temperature") or 0.0))
     settings = JobSettings(model=model.label, generation=generation)
     settings.validate()
-    return settings
+    return settings, rate
+
+
+def _same_origin(ws) -> bool:
+    """A browser's connection must come from this app's own page (its Origin's host is the Host it asked);
+    clients that send no Origin (scripts, the benchmark) are not browsers acting for another site."""
+    from urllib.parse import urlsplit
+
+    origin, host = ws.headers.get("origin"), ws.headers.get("host")
+    return origin is None or urlsplit(origin).netloc == host
 
 
 def _is_stop(text: str | None) -> bool:

@@ -51,6 +51,7 @@ class JobRequest:
     settings: JobSettings = field(default_factory=JobSettings)
     reference: str | None = None
     live: bool = False  # a live session: speech comes in chunks through `JobHandle.send_audio` (see serve.live)
+    sample_rate: int = 16000  # a live session's speech, as the page sends it (resampled to 16 kHz in the worker)
 
 
 @dataclass
@@ -225,6 +226,7 @@ class GenerationWorker:
         self._events = self._ctx.Queue()
         self._cancel_flag = self._ctx.Event()
         self._live_audio = self._ctx.Queue()
+        self._live_audio.cancel_join_thread()  # speech left unread must not hold up the server's exit
         self._proc = self._ctx.Process(target=_worker_main,
                                        args=(self._inbox, self._events, self._cancel_flag, self._device,
                                              self._live_audio),
@@ -237,6 +239,7 @@ class GenerationWorker:
             self._proc.kill()
         if self._proc is not None:
             self._proc.join(5)
+        self._live_audio.close()
         self.restarts += 1
         self._start()
 

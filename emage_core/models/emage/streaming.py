@@ -7,8 +7,8 @@
 
 How: every push runs one 64-frame window (more if a push brings over 60 frames) that **ends at the last
 received audio frame**. Its frames already emitted are given to the model as known motion (mask 0, EMAGE's
-masked modelling, as locked frames are in `run`), so it completes only the new ones and continues from what
-the viewer showed; its first ``S`` frames are always given, as the model was trained. Of the new frames, all
+masked modelling, as locked frames are in `run`), so it completes only the new ones and continues from the
+motion it emitted (explicit edits such as `generate.live`'s idle layer come after); its first ``S`` frames are always given, as the model was trained. Of the new frames, all
 but the last ``lookahead`` are emitted: those are generated again by the next window, which then sees
 ``lookahead`` frames of the speech after them (without look-ahead the newest frames see only silence beyond
 the last sample). The speech that reaches any emitted frame is therefore at most ``lookahead`` frames later.
@@ -34,13 +34,13 @@ import numpy as np
 import torch
 
 from ...motion import rotation
-from ...motion.skeleton import JAW, N_JOINTS
+from ...motion.skeleton import BODY_JOINTS, JAW, N_JOINTS
 from .inference import _choose, _bf16_audio, decode_latents, default_motion
 from .model import GLOBAL_VELOCITY_SLICE, VQ_PARTS, EmageModels
 
 __all__ = ["EmageStream"]
 
-_FOLLOWED = [j for j in range(N_JOINTS) if j not in (JAW, 23, 24)]  # every joint but the jaw and the eyes
+_FOLLOWED = list(BODY_JOINTS)
 
 
 class EmageStream:
@@ -118,7 +118,9 @@ class EmageStream:
         while emit_to > self.done and heard >= first:
             # at most W - S new frames per window: the first S of each are given
             end = min(heard, self.done + self.W - self.S) if self.done else min(heard, self.W)
-            pieces.append(self._window(max(0, end - self.W), end, min(emit_to, end)))
+            # a window that stops short of the speech keeps its look-ahead too (W - S > lookahead: it advances)
+            stop = end if end == heard else end - self.lookahead
+            pieces.append(self._window(max(0, end - self.W), end, min(emit_to, stop)))
         self._trim_audio()
         if not pieces:
             return _empty()

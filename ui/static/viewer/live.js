@@ -1,5 +1,5 @@
-// EMAGE Studio's Live tab: the microphone's speech goes to the server in 200 ms chunks (16 kHz float32 over
-// the WebSocket /live/ws, see emage_core/serve/live_web.py); the motion comes back chunk by chunk and poses
+// EMAGE Studio's Live tab: the microphone's speech goes to the server in 200 ms chunks (float32 at the device's
+// rate over the WebSocket /live/ws, see emage_core/serve/live_web.py; the server resamples); the motion comes back chunk by chunk and poses
 // the skinned body (/live/body.glb) as it arrives. Stop: the take (speech + the motion shown) downloads.
 //
 //   const live = mount(element, {models: [[label, ref], ...]});
@@ -9,7 +9,7 @@
 import { GLTFLoader } from './GLTFLoader.js';
 import { makeStage } from './stage.js';
 
-const CHUNK = 3200; // samples of 16 kHz speech per message (200 ms)
+const CHUNK_S = 0.2; // seconds of speech per message
 const FPS = 30;
 const JITTER_FRAMES = 3; // frames kept in hand before playing, so bursts of 6 play evenly
 
@@ -64,48 +64,59 @@ class Live {
   }
 
   async start() {
-    if (this.ws) return;
+    if (!['idle', 'done', 'busy', 'error'].includes(this.state)) return; // one session at a time
+    this.setState('connecting');
+    this.startButton.disabled = true;
+    this.stopButton.disabled = false;
     this.takeBox.innerHTML = '';
     this.queue = [];
     Object.assign(this.stats, { latencies: [], received: 0, shown: 0, sent: 0 });
-    this.setState('connecting');
+    // created in the click (browsers let such a context run), at the device's own rate: the server resamples
+    this.audio = new AudioContext();
+    this.audio.resume();
     this.status.textContent = 'Asking for the microphone...';
     try {
       this.media = await navigator.mediaDevices.getUserMedia({
         audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
       });
+      if (this.state !== 'connecting') throw new Error('stopped');
+      this.capture();
     } catch (e) {
-      this.setState('error');
-      this.status.textContent = `No microphone: ${e.message}`;
+      this.endAudio();
+      if (this.state === 'connecting') {
+        this.setState('error');
+        this.status.textContent = `No microphone: ${e.message}`;
+      }
+      this.startButton.disabled = false;
+      this.stopButton.disabled = true;
       return;
     }
-    const url = base().replace(/^http/, 'ws') + '/live/ws';
-    this.ws = new WebSocket(url);
-    this.ws.onopen = () => this.ws.send(JSON.stringify({
+    const ws = new WebSocket(base().replace(/^http/, 'ws') + '/live/ws');
+    this.ws = ws;
+    ws.onopen = () => ws.send(JSON.stringify({
       type: 'start', model: this.$('.emage-live-model').value, seed: Number(this.$('.emage-live-seed').value),
+      sample_rate: this.audio.sampleRate,
     }));
-    this.ws.onmessage = (event) => this.onMessage(JSON.parse(event.data));
-    this.ws.onclose = () => this.closed();
+    ws.onmessage = (event) => { if (this.ws === ws) this.onMessage(JSON.parse(event.data)); };
+    ws.onclose = () => { if (this.ws === ws) this.closed(); };
     this.status.textContent = 'Connecting...';
-    this.startButton.disabled = true;
-    this.stopButton.disabled = false;
   }
 
-  startAudio() {
-    // a 16 kHz context: the browser resamples the microphone; chunks of CHUNK samples go out as they fill
-    this.audio = new AudioContext({ sampleRate: 16000 });
+  // The microphone's samples, sent in 200 ms chunks once the session is live (nothing is played back).
+  capture() {
+    const chunk = Math.round(CHUNK_S * this.audio.sampleRate);
     const source = this.audio.createMediaStreamSource(this.media);
-    const node = this.audio.createScriptProcessor(1024, 1, 1);
+    const node = this.audio.createScriptProcessor(2048, 1, 1);
     let pending = new Float32Array(0);
     node.onaudioprocess = (e) => {
-      if (this.state !== 'live') return;
+      if (this.state !== 'live' || !this.ws || this.ws.readyState !== WebSocket.OPEN) return;
       const input = e.inputBuffer.getChannelData(0);
       const joined = new Float32Array(pending.length + input.length);
       joined.set(pending);
       joined.set(input, pending.length);
       let i = 0;
-      for (; i + CHUNK <= joined.length; i += CHUNK) {
-        this.ws.send(joined.slice(i, i + CHUNK).buffer);
+      for (; i + chunk <= joined.length; i += chunk) {
+        this.ws.send(joined.slice(i, i + chunk).buffer);
         this.stats.sent += 1;
         this.canvas.dataset.sent = String(this.stats.sent);
       }
@@ -122,7 +133,6 @@ class Live {
       this.setState('live');
       this.status.textContent = `Live (${msg.model}, seed ${msg.seed}): speak. The motion trails the speech by `
         + `${Math.round((1000 * msg.lookahead_frames) / msg.fps)} ms of look-ahead plus processing.`;
-      this.startAudio();
     } else if (msg.type === 'motion') {
       this.stats.latencies.push(Date.now() / 1000 - msg.received);
       for (let k = 0; k < msg.n; k++) {
@@ -141,8 +151,14 @@ class Live {
   }
 
   stop() {
-    if (!this.ws) return;
     this.stopButton.disabled = true;
+    if (!this.ws) { // still asking for the microphone: start() notices and cleans up
+      if (this.state === 'connecting') {
+        this.setState('idle');
+        this.status.textContent = 'Stopped.';
+      }
+      return;
+    }
     if (this.state === 'live') {
       this.setState('finishing');
       this.status.textContent = 'Finishing the take...';
