@@ -794,6 +794,8 @@ def test_live_websocket_pace_origin_and_rate(app_url, live_connections, tmp_path
     ws, _, _ = _live_session(app_url, live_connections)
     ws.send(b"")
     assert _live_closed(ws)[-1]["type"] == "error"
+    ws, reply = _live_connect(app_url, live_connections, temperature=5)  # the page's Variation, out of range
+    assert reply["type"] == "error" and "temperature" in reply["message"], reply
 
     # a 48 kHz page: 1.5 s of speech in 200 ms chunks, resampled in the worker
     t = np.arange(72000) / 48000

@@ -25,6 +25,8 @@ class Live {
         <button class="emage-live-start lg primary">Start</button>
         <button class="emage-live-stop lg secondary" disabled>Stop</button>
         <label>Model <select class="emage-live-model">${models.map(([l, r]) => `<option value="${r}">${l}</option>`).join('')}</select></label>
+        <label title="0 = the model's most likely motion; above 0 it samples, and the seed picks the sample">Variation
+          <input class="emage-live-temperature" type="number" value="0" min="0" max="2" step="0.1" style="width:5em"></label>
         <label>Seed <input class="emage-live-seed" type="number" value="0" min="0" step="1" style="width:6em"></label>
         <span class="emage-live-status">Press Start and speak.</span>
       </div>
@@ -95,7 +97,7 @@ class Live {
     this.ws = ws;
     ws.onopen = () => ws.send(JSON.stringify({
       type: 'start', model: this.$('.emage-live-model').value, seed: Number(this.$('.emage-live-seed').value),
-      sample_rate: this.audio.sampleRate,
+      temperature: Number(this.$('.emage-live-temperature').value), sample_rate: this.audio.sampleRate,
     }));
     ws.onmessage = (event) => { if (this.ws === ws) this.onMessage(JSON.parse(event.data)); };
     ws.onclose = () => { if (this.ws === ws) this.closed(); };
