@@ -24,19 +24,24 @@ from .studio import DEFAULTS, Studio, default_choice, emotion_note, guidance_upd
 
 #: The 3D viewer: our viewer.js on vendored three.js (MIT), served by the app itself (works offline).
 VIEWER_DIR = Path(__file__).resolve().parent / "static" / "viewer"
-_VIEWER_JS = """
+
+
+def _mount_js(module: str, selector: str, name: str, options: dict | None = None) -> str:
+    """Page code that imports ``module`` from `VIEWER_DIR` (served by the app) and mounts it on the element
+    matching ``selector``; the promise of what it returns goes to ``window[name]``."""
+    return """
 const root = (window.gradio_config && window.gradio_config.root || '').replace(/\\/$/, '');
-window.emageViewer = import(`${root}/gradio_api/file=%s/viewer.js`)
-  .then((m) => m.mount(element.querySelector('.emage-viewer')));
-""" % VIEWER_DIR.as_posix()
+window.%s = import(`${root}/gradio_api/file=%s/%s`)
+  .then((m) => m.mount(element.querySelector('%s'), %s));
+""" % (name, VIEWER_DIR.as_posix(), module, selector, json.dumps(options or {}))
+
+
 _VIEWER_CSS = """
 .emage-viewer-stage { position: relative; height: 380px; border-radius: 6px; overflow: hidden; }
 .emage-viewer-stage canvas { width: 100%; height: 100%; display: block; }
 .emage-viewer-note { position: absolute; top: 6px; left: 10px; margin: 0; font-size: 0.85em; opacity: 0.75; }
 .emage-viewer audio { width: 100%; margin-top: 4px; }
 """
-# the result's files for the viewer: handed from the handler's State to a hidden File (which serves
-# them to the page) and from there to viewer.js
 _LIVE_CSS = """
 .emage-live-controls { display: flex; gap: 10px; align-items: center; flex-wrap: wrap; margin-bottom: 6px; }
 .emage-live-controls button { padding: 4px 16px; }
@@ -47,13 +52,11 @@ _LIVE_CSS = """
 def _live_js() -> str:
     """Mount live.js with the models that can generate live (EMAGE's checkpoints)."""
     models = [[label, ref] for label, ref in model_choices() if str(ref).split(":")[0] == "emage"]
-    return """
-const root = (window.gradio_config && window.gradio_config.root || '').replace(/\\/$/, '');
-window.emageLive = import(`${root}/gradio_api/file=%s/live.js`)
-  .then((m) => m.mount(element.querySelector('.emage-live'), {models: %s}));
-""" % (VIEWER_DIR.as_posix(), json.dumps(models))
+    return _mount_js("live.js", ".emage-live", "emageLive", {"models": models})
 
 
+# the result's files for the viewer: handed from the handler's State to a hidden File (which serves
+# them to the page) and from there to viewer.js
 _SHOW_JS = ("(files) => { if (files && files.length && window.emageViewer) "
             "window.emageViewer.then((v) => v.show(files)); }")
 
@@ -141,7 +144,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
                         status = gr.Markdown("Upload speech and press Generate.", label="Status")
                         gr.Markdown(f"<small>{studio.limits_note()}</small>")
                         gr.HTML(html_template='<div class="emage-viewer"></div>', css_template=_VIEWER_CSS,
-                                js_on_load=_VIEWER_JS, label="3D viewer", elem_id="emage-viewer")
+                                js_on_load=_mount_js("viewer.js", ".emage-viewer", "emageViewer"), label="3D viewer", elem_id="emage-viewer")
                         viewer = gr.State(None)  # [speech, .glb per video] of the latest result
                         viewer_files = gr.File(file_count="multiple", visible="hidden", interactive=False)
                         grid = gr.Video(label="Side by side", autoplay=False)

@@ -265,8 +265,7 @@ class Studio:
                                f"{self.jobs_per_client}): wait for it to finish, or cancel it.")
             self._active[client] += 1
         out_dir = self.new_request_dir()
-        with self._lock:
-            self._in_use.add(out_dir)  # the sweeper leaves it alone until the request ends
+        self.hold(out_dir)  # the sweeper leaves it alone until the request ends
         try:
             # The inputs move into the request's own folder: uploads in Gradio's cache age out on their
             # own clock, and a request may wait in the queue for longer than that.
@@ -280,13 +279,11 @@ class Studio:
             shutil.rmtree(out_dir, ignore_errors=True)  # failed, cancelled or abandoned: leave nothing
             raise
         finally:
+            self.release(out_dir)
             with self._lock:
-                self._in_use.discard(out_dir)
                 self._active[client] -= 1
                 if not self._active[client]:
                     del self._active[client]
-            if out_dir.exists():
-                os.utime(out_dir)  # the retention clock starts when the result is ready
 
     def _settings(self, x: dict, wav, session: str, compare_neutral: bool, compare_models: bool):
         """Every input checked (the message names the setting and its range) before any work starts."""

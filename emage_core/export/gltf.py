@@ -38,7 +38,7 @@ from ..motion.rotation import axis_angle_to_quaternion
 from ..motion.skeleton import N_JOINTS
 from .rigs import bone_names
 
-__all__ = ["write_glb", "skin_vertices", "WEIGHTS_PER_VERTEX"]
+__all__ = ["write_glb", "joint_channels", "skin_vertices", "WEIGHTS_PER_VERTEX"]
 
 WEIGHTS_PER_VERTEX = 4  #: joint influences per vertex (one JOINTS_0/WEIGHTS_0 set: what every engine reads)
 _BODY_COLOUR = [0.80, 0.64, 0.55, 1.0]  # a neutral skin tone (linear RGBA)
@@ -122,6 +122,20 @@ def skin_vertices(rest_vertices: np.ndarray, rest_joints: np.ndarray, joints: np
     return out
 
 
+def joint_channels(poses: np.ndarray, trans: np.ndarray, rest_pelvis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The animation channels of the skeleton: what the .glb keys and the live page sets on its bones.
+
+    Args:
+        poses (T, 55, 3) axis-angle, trans (T, 3), rest_pelvis (3,): the rest skeleton's root joint.
+    Returns:
+        quaternions (T, 55, 4) float64 (x, y, z, w), parent-relative, SMPL-X's mean hand pose added;
+        root (T, 3) float64: the pelvis position, rest_pelvis + trans.
+    """
+    quats = axis_angle_to_quaternion(smplx_skeleton.with_mean_hands(np.asarray(poses, np.float64)))
+    quats = np.roll(np.asarray(quats), -1, axis=-1)  # (w, x, y, z) -> glTF's (x, y, z, w)
+    return quats, np.asarray(rest_pelvis, np.float64)[None] + np.asarray(trans, np.float64)
+
+
 def _anny(body):
     from ..body.anny import BODY_ASSET, Body
 
@@ -185,8 +199,7 @@ def write_glb(motion: Motion, path: str | os.PathLike, *, rig: str = "smplx", sk
 
     # the animation: times, then per joint its rotations (x, y, z, w), then the root's translation
     T = motion.n_frames
-    quats = axis_angle_to_quaternion(smplx_skeleton.with_mean_hands(motion.poses.astype(np.float64)))
-    quats = np.roll(np.asarray(quats), -1, axis=-1)  # (w, x, y, z) -> glTF's (x, y, z, w)
+    quats, root = joint_channels(motion.poses, motion.trans, rest[0])
     flip = np.cumprod(np.where(np.sum(quats[1:] * quats[:-1], -1) < 0, -1.0, 1.0), axis=0)
     quats[1:] *= flip[..., None]  # neighbours in one hemisphere: interpolation takes the short way
     times = buf.add((np.arange(T) / motion.fps).astype(np.float32), bounds=True)
@@ -195,8 +208,7 @@ def write_glb(motion: Motion, path: str | os.PathLike, *, rig: str = "smplx", sk
         samplers.append(g.AnimationSampler(input=times, output=buf.add(quats[:, j].astype(np.float32)),
                                            interpolation="LINEAR"))
         channels.append(g.AnimationChannel(sampler=j, target=g.AnimationChannelTarget(node=j, path="rotation")))
-    root = (rest[0] + motion.trans.astype(np.float64)).astype(np.float32)
-    samplers.append(g.AnimationSampler(input=times, output=buf.add(root), interpolation="LINEAR"))
+    samplers.append(g.AnimationSampler(input=times, output=buf.add(root.astype(np.float32)), interpolation="LINEAR"))
     channels.append(g.AnimationChannel(sampler=N_JOINTS, target=g.AnimationChannelTarget(node=0, path="translation")))
 
     gltf = g.GLTF2(

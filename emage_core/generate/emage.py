@@ -22,7 +22,7 @@ from ..edit.locks import Lock, apply_locks, part_frame_masks, validate_locks
 from ..edit.style import StyleControls, apply_style
 from ..models import hub
 from ..models.emage.inference import default_motion, native_bf16, run
-from ..models.emage.streaming import EmageStream
+from ..models.emage.streaming import DEFAULT_LOOKAHEAD, EmageStream
 from ..models.emage.windows import max_overlap
 from ..models.emage.model import MOTION_DIM, TRANS_SLICE, EmageModels
 from ..audio import SAMPLE_RATE
@@ -34,7 +34,7 @@ from .interface import (Capabilities, Generator, Progress, default_device, load_
 from .live import LiveStream
 from .settings import GenerationSettings, SettingsError
 
-LIVE_LOOKAHEAD = 6  # frames (0.2 s) of speech a live frame may hear after itself: jaw r and smoothness, see bench_live
+LIVE_LOOKAHEAD = DEFAULT_LOOKAHEAD  # frames (0.2 s) of speech a live frame may hear after itself
 
 def motion_features(motion: Motion) -> np.ndarray:
     """(T, 337) EMAGE's motion input: 55 joints in 6D, translation, foot contact (zeros: unknown)."""
@@ -176,12 +176,8 @@ class EmageGenerator(Generator):
             raise SettingsError(f"guidance applies to learned emotions only, and this model learned no "
                                 f"{settings.emotion!r} (it knows: {', '.join(self.emotions) or 'none'}): "
                                 "leave guidance at 1")
-        if settings.speaker is not None and settings.speaker not in self.speakers:
-            raise SettingsError(f"this model has no learned speaker {settings.speaker!r} (it knows: "
-                                f"{', '.join(self.speakers) or 'none'})")
         emotion_index = self.emotions.index(learned) if learned is not None else None
-        speaker_index = (self.speakers.index(settings.speaker) if settings.speaker is not None
-                         else (cfg.null_speaker or 0))
+        speaker_index = self._speaker_index(settings.speaker)
         wav, audio_sha256 = load_speech(audio)
         n_frames = wav.shape[0] * FPS // SAMPLE_RATE
         locks, reference = list(settings.locks), settings.reference
@@ -191,9 +187,7 @@ class EmageGenerator(Generator):
         if locks:
             given, mask = (torch.from_numpy(a)[None] for a in masked_motion(reference, locks, n_frames))
         opts = settings.emage
-        precision = opts.precision
-        if precision == "auto":
-            precision = "bfloat16" if native_bf16(self.device) else "float32"
+        precision = self._precision(opts.precision)
 
         clips = []
         for k in range(settings.variants):
@@ -244,17 +238,11 @@ class EmageGenerator(Generator):
         if style is not None:
             raise SettingsError(f"live generation takes only emotions the model learned (it knows: "
                                 f"{', '.join(self.emotions) or 'none'}), not the explicit {settings.emotion!r} edit")
-        if settings.speaker is not None and settings.speaker not in self.speakers:
-            raise SettingsError(f"this model has no learned speaker {settings.speaker!r}")
-        cfg = self.models.audio.config
+        speaker_index = self._speaker_index(settings.speaker)
         seed = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**31)
-        precision = settings.emage.precision
-        if precision == "auto":
-            precision = "bfloat16" if native_bf16(self.device) else "float32"
+        precision = self._precision(settings.emage.precision)
         backend = EmageStream(self.models, temperature=settings.temperature,
-                              generator=torch.Generator(device="cpu").manual_seed(seed),
-                              speaker=(self.speakers.index(settings.speaker) if settings.speaker is not None
-                                       else (cfg.null_speaker or 0)),
+                              generator=torch.Generator(device="cpu").manual_seed(seed), speaker=speaker_index,
                               emotion=self.emotions.index(learned) if learned is not None else None,
                               lookahead=lookahead, snap_face=settings.emage.snap_face, precision=precision)
         meta = self._meta(seed=seed, variant=0, temperature=settings.temperature, emotion=learned,
@@ -267,8 +255,23 @@ class EmageGenerator(Generator):
                           settings={**settings.to_dict(), "seed": seed,  # EMAGE's options as live mode runs them
                                     "emage": {"snap_face": settings.emage.snap_face, "precision": precision,
                                               "audio_context": "window", "lookahead": lookahead}})
-        return LiveStream(backend, meta, seed=seed, lookahead=lookahead, idle=idle, record_dir=record_dir,
+        return LiveStream(backend, meta, seed=seed, idle=idle, record_dir=record_dir,
                           max_seconds=DEFAULT_MAX_SECONDS if max_seconds is None else max_seconds)
+
+    def _speaker_index(self, speaker: str | None) -> int:
+        """A learned speaker label -> its index; None -> the model's "no speaker" row (or 0)."""
+        if speaker is None:
+            return self.models.audio.config.null_speaker or 0
+        if speaker not in self.speakers:
+            raise SettingsError(f"this model has no learned speaker {speaker!r} (it knows: "
+                                f"{', '.join(self.speakers) or 'none'})")
+        return self.speakers.index(speaker)
+
+    def _precision(self, choice: str) -> str:
+        """The audio model's precision that runs: "auto" is bfloat16 where this device has it natively."""
+        if choice != "auto":
+            return choice
+        return "bfloat16" if native_bf16(self.device) else "float32"
 
     def _meta(self, **settings) -> dict:
         return {

@@ -10,10 +10,10 @@
     for chunk in gen.stream(chunks, settings): ...       # the same as a generator of chunks
 
 Family-independent: a family that can stream provides an object with ``push(samples) -> dict`` and
-``finish() -> dict`` of new frames (poses (n, 55, 3), expressions (n, 100), trans (n, 3)); this module adds
-the idle layer (`edit.idle`), timing, limits, the recording and the labels (`serve.live.write_take` writes the
-take as files). The recording goes to disk when
-a folder is given (a long session keeps nothing growing in memory), else to memory.
+``finish() -> dict`` of new frames (poses (n, 55, 3), expressions (n, 100), trans (n, 3)) and ``lookahead``
+(frames of speech each frame hears after itself); this module adds the idle layer (`edit.idle`), timing,
+limits, the recording and the labels (`serve.live.write_take` writes the take as files). The recording goes
+to disk when a folder is given (a long session keeps nothing growing in memory), else to memory.
 """
 from __future__ import annotations
 
@@ -81,10 +81,10 @@ _TRACKS = {"speech": 1, "poses": (N_JOINTS, 3), "expressions": (100,), "trans": 
 class LiveStream:
     """One live session: see the module docstring. Not thread-safe (one caller pushes)."""
 
-    def __init__(self, backend, meta: dict, *, seed: int, lookahead: int, idle: bool = True,
+    def __init__(self, backend, meta: dict, *, seed: int, idle: bool = True,
                  record_dir: str | Path | None = None, max_seconds: float = DEFAULT_MAX_SECONDS,
                  fps: float = DEFAULT_FPS):
-        self.backend, self.fps, self.lookahead = backend, fps, lookahead
+        self.backend, self.fps, self.lookahead = backend, fps, backend.lookahead
         self.max_seconds = max_seconds
         self.idle = Idle(seed=seed, fps=fps) if idle else None
         self.recording = _Recording(Path(record_dir) if record_dir is not None else None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -25,9 +26,8 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 from ..generate.live import MAX_CHUNK_SECONDS, LiveStream, MotionChunk
-from ..motion import smplx_skeleton
+from ..export.gltf import joint_channels
 from ..motion.kinematics import rest_skeleton
-from ..motion.rotation import axis_angle_to_quaternion
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +49,7 @@ def _resampler(rate: int):
 
 def wire_chunk(chunk: MotionChunk, rest_pelvis: np.ndarray, received: float) -> dict:
     """A `MotionChunk` as the page's motion message (see the module docstring)."""
-    poses = smplx_skeleton.with_mean_hands(chunk.poses.astype(np.float64))
-    q = np.roll(np.asarray(axis_angle_to_quaternion(poses)), -1, axis=-1)  # (w, x, y, z) -> (x, y, z, w)
-    root = rest_pelvis[None] + chunk.trans.astype(np.float64)
+    q, root = joint_channels(chunk.poses, chunk.trans, rest_pelvis)
     return {"type": "motion", "start": chunk.start, "n": chunk.n_frames,
             "q": np.round(q, 5).reshape(-1).tolist(), "root": np.round(root, 5).reshape(-1).tolist(),
             "received": received, "heard": round(chunk.heard_s, 3), "compute_ms": round(1000 * chunk.compute_s, 2)}
@@ -64,8 +62,8 @@ def run_live(request, audio: "queue.Queue", *, generator_for: Callable, emit: Ca
 
     ``audio`` yields ``(job_id, received time, float32 bytes or None)`` at ``request.sample_rate`` (resampled
     to 16 kHz here); items of other sessions (left over from an earlier one) are skipped; speech that queued
-    up while a push ran goes into the next push together, so a session that fell behind catches up. ``emit`` sends a message to the page. Raises `worker.Cancelled` when
-    ``cancelled()`` (the page went away).
+    up while a push ran goes into the next push together, so a session that fell behind catches up.
+    ``emit`` sends a message to the page. Raises `worker.Cancelled` when ``cancelled()`` (the page went away).
     """
     from .worker import Cancelled
 
@@ -116,16 +114,14 @@ def run_live(request, audio: "queue.Queue", *, generator_for: Callable, emit: Ca
             break  # stopped by the page, or a limit: the take ends here
     emit(wire_chunk(live.finish(), rest_pelvis, time.time()))
     files = write_take(live, out)
-    for f in (out / "recording").glob("*.f32"):
-        f.unlink()
-    (out / "recording").rmdir()
+    shutil.rmtree(out / "recording")
     return {"files": {kind: str(path) for kind, path in files.items()}, "frames": live.frames,
             "seconds": round(live.heard_s, 3)}
 
 
 def write_take(live: LiveStream, folder: str | Path, stem: str = "take") -> dict[str, Path]:
     """The take as files, like a generated result: ``take.npz`` (BEAT2), ``take.json`` beside it,
-    ``take.bvh``, ``take.glb``, ``take.wav`` (the speech heard) and ``metadata.json``."""
+    ``take.bvh``, ``take.glb``, ``take.wav`` (the speech heard) and ``metadata.json``; returns them by kind (the side-car ``take.json`` goes with ``npz``)."""
     import soundfile as sf
 
     from ..export.gltf import write_glb

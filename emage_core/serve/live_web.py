@@ -34,6 +34,7 @@ from ..audio import SAMPLE_RATE
 from ..generate.live import MAX_CHUNK_SECONDS
 from ..generate.registry import ModelRefError, parse_ref
 from ..generate.settings import GenerationSettings
+from ..motion.beat2 import sidecar_path
 from .jobs import JobSettings
 from .outputs import scrub_paths
 from .live import MAX_LIVE_SECONDS
@@ -60,15 +61,10 @@ class LiveWeb:
         """The rest body as a .glb, written once per server into its requests folder's parent."""
         with self._body_lock:
             if self._body is None or not self._body.exists():
-                import numpy as np
-
                 from ..export.gltf import write_glb
                 from ..motion.clip import Motion
 
-                path = Path(self.requests.root).parent / "live_body.glb"
-                rest = Motion(poses=np.zeros((1, 55, 3), np.float32), expressions=np.zeros((1, 100), np.float32),
-                              trans=np.zeros((1, 3), np.float32), fps=30.0)
-                self._body = write_glb(rest, path)
+                self._body = write_glb(Motion.zeros(1), Path(self.requests.root).parent / "live_body.glb")
             return self._body
 
     def take_path(self, session: str, name: str) -> Path | None:
@@ -92,21 +88,16 @@ class LiveWeb:
             return
         out_dir = self.requests.new_request_dir()
         self.requests.hold(out_dir)
-        handle = None
+        handle, finished = None, False
         try:
             handle = self.worker.start_live(JobRequest(job_id=out_dir.name, speech="", out_dir=str(out_dir),
                                                        settings=settings, sample_rate=rate))
+            finished = await self._relay(ws, handle, out_dir, rate)
         except Busy as e:
             await _close(ws, {"type": "busy", "message": f"Live mode is busy: {e}."})
-        if handle is None:
-            self.requests.release(out_dir)
-            shutil.rmtree(out_dir, ignore_errors=True)
-            return
-        finished = False
-        try:
-            finished = await self._relay(ws, handle, out_dir, rate)
         finally:
-            handle.close()  # cancels the session unless it ended (a closed page frees the slot now)
+            if handle is not None:
+                handle.close()  # cancels the session unless it ended (a closed page frees the slot now)
             self.requests.release(out_dir)
             if not finished:
                 shutil.rmtree(out_dir, ignore_errors=True)
@@ -159,9 +150,9 @@ class LiveWeb:
                     await ws.send_text(json.dumps(event.result))
                 elif event.kind == "done":
                     session = out_dir.name
-                    files = [{"name": Path(p).name, "url": f"live/take/{session}/{Path(p).name}"}
-                             for p in event.result["files"].values()]
-                    files.append({"name": "take.json", "url": f"live/take/{session}/take.json"})
+                    names = [Path(p).name for p in event.result["files"].values()]
+                    names.append(sidecar_path(Path(event.result["files"]["npz"])).name)  # take.json
+                    files = [{"name": name, "url": f"live/take/{session}/{name}"} for name in names]
                     await _close(ws, {"type": "take", "files": files, "seconds": event.result["seconds"],
                                       "frames": event.result["frames"]})
                     return True

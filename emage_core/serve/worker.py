@@ -163,7 +163,8 @@ class JobHandle:
         self._cancel.set()
 
     def send_audio(self, samples: bytes | None, received: float | None = None) -> None:
-        """A live session's next chunk of speech (float32 little-endian, 16 kHz mono), or None: it ended.
+        """A live session's next chunk of speech (float32 little-endian mono at ``request.sample_rate``), or
+        None: it ended.
         ``received``: when it reached the server (``time.time()``), carried into the motion it makes."""
         self._worker._live_audio.put((self.job_id, time.time() if received is None else received, samples))
 
@@ -250,28 +251,35 @@ class GenerationWorker:
     # -- the queue -----------------------------------------------------------------------------
     def submit(self, request: JobRequest) -> JobHandle:
         """Queue a job; returns at once. Raises `QueueFull` when ``max_queued`` jobs already wait."""
-        handle = JobHandle(self, request)
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("the generation worker is closed")
+        def refuse() -> Exception | None:
             if len(self._jobs) >= self.max_queued:
-                raise QueueFull(f"{len(self._jobs)} requests are already waiting; please try again later")
-            self._jobs.append(handle)
-            self._cond.notify_all()
-        return handle
+                return QueueFull(f"{len(self._jobs)} requests are already waiting; please try again later")
+            return None
+
+        return self._enqueue(request, refuse)
 
     def start_live(self, request: JobRequest) -> JobHandle:
         """Start a live session at once, holding the worker's one slot; raises `Busy` when anything runs
         or waits (a live session must not queue behind a generation: it would lag)."""
+        def refuse() -> Exception | None:
+            running = self._running is not None and not self._running.finished  # (a finished one is leaving)
+            if self._jobs or running:
+                return Busy("the live slot is taken: another live session or a generation is running; "
+                            "try again in a moment")
+            return None
+
         request.live = True
+        return self._enqueue(request, refuse)
+
+    def _enqueue(self, request: JobRequest, refuse) -> JobHandle:
+        """Queue ``request`` unless the worker is closed or ``refuse()`` (called under the lock) gives an error."""
         handle = JobHandle(self, request)
         with self._cond:
             if self._closed:
                 raise RuntimeError("the generation worker is closed")
-            running = self._running is not None and not self._running.finished  # (a finished one is leaving)
-            if self._jobs or running:
-                raise Busy("the live slot is taken: another live session or a generation is running; "
-                           "try again in a moment")
+            error = refuse()
+            if error is not None:
+                raise error
             self._jobs.append(handle)
             self._cond.notify_all()
         return handle

@@ -307,11 +307,11 @@ class MultiheadAttention(nn.Module):
 
     def project(self, x: torch.Tensor, rows: str) -> torch.Tensor:
         """x @ the ``rows`` ("qkv", "q" or "kv") of the packed projection (inference may swap this in)."""
-        D = self.in_proj_weight.shape[1]
-        lo, hi = {"qkv": (0, 3 * D), "q": (0, D), "kv": (D, 3 * D)}[rows]
         if rows == "qkv":
             return F.linear(x, self.in_proj_weight, self.in_proj_bias)
-        return F.linear(x, self.in_proj_weight[lo:hi], self.in_proj_bias[lo:hi])
+        D = self.in_proj_weight.shape[1]
+        rows = slice(0, D) if rows == "q" else slice(D, 3 * D)
+        return F.linear(x, self.in_proj_weight[rows], self.in_proj_bias[rows])
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
         """Self-attention over x (B, T, D), or cross-attention to memory (B, S, D)."""

@@ -41,6 +41,7 @@ from .model import GLOBAL_VELOCITY_SLICE, VQ_PARTS, EmageModels
 __all__ = ["EmageStream"]
 
 _FOLLOWED = list(BODY_JOINTS)
+DEFAULT_LOOKAHEAD = 6  # frames (0.2 s): jaw-envelope r and smoothness on the bundled model (README, Live mode)
 
 
 class EmageStream:
@@ -58,7 +59,7 @@ class EmageStream:
     """
 
     def __init__(self, models: EmageModels, *, temperature: float = 0.0, generator: torch.Generator | None = None,
-                 speaker: int = 0, emotion: int | None = None, lookahead: int = 3, snap_face: bool = False,
+                 speaker: int = 0, emotion: int | None = None, lookahead: int = DEFAULT_LOOKAHEAD, snap_face: bool = False,
                  precision: str = "float32", smooth: float = 1.5, follow: float = 0.5):
         cfg = models.audio.config
         self.models = models.eval()
@@ -99,7 +100,8 @@ class EmageStream:
         return self.n_samples * self.fps // self.sr
 
     def push(self, samples: np.ndarray) -> dict[str, np.ndarray]:
-        """Add (n,) float32 16 kHz samples; returns the frames that became ready (see `emitted`)."""
+        """Add (n,) float32 16 kHz samples; returns the frames that became ready: poses (n, 55, 3), expressions
+        (n, 100), trans (n, 3), possibly n = 0."""
         samples = np.asarray(samples, np.float32).reshape(-1)
         if not np.isfinite(samples).all():
             raise ValueError("audio chunk contains NaN or infinite samples")
@@ -135,10 +137,10 @@ class EmageStream:
 
     def _window(self, start: int, end: int, emit_to: int) -> dict[str, np.ndarray]:
         """Run the window [start, end) with frames before `done` given; emit frames [done, emit_to)."""
-        length, given = end - start, max(self.done - start, self.S)
+        length, known = end - start, self.done - start  # emitted frames inside the window (0 in the first one)
+        given = max(known, self.S)
         motion = default_motion(length, self.device)
         mask = torch.ones_like(motion)
-        known = self.done - start  # emitted frames inside the window (0 for the very first window)
         if known:
             motion[:, :known] = self._motion[:, -known:]
         mask[:, :given] = 0
@@ -168,8 +170,7 @@ class EmageStream:
             self._crossfade(frames)
             self._pending = {k: v[n_new:] for k, v in frames.items()}  # what this window predicts after them
             out = self._smooth(frames, n_new)
-            out["rot6d"] = self._follow(out["rot6d"])
-            rot6d = out["rot6d"]
+            rot6d = self._follow(out["rot6d"])
             poses = rotation.rot6d_to_axis_angle(rot6d)
             trans = self._integrate(out["velocity"])
             emitted = torch.cat([rotation.matrix_to_rot6d(rotation.rot6d_to_matrix(rot6d)).reshape(1, n_new, -1),
@@ -201,7 +202,8 @@ class EmageStream:
     def _smooth(self, frames: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
         """The first ``n`` of ``frames`` low-passed (Gaussian, ``smooth`` frames): body rotations and root
         velocity; the jaw and expressions stay as decoded (lip sync). The kernel reaches only the emitted
-        frames before (kept, as shown) and the look-ahead frames after, so it adds no delay."""
+        frames before (kept as decoded, so it sees one sequence) and the look-ahead frames after, so it adds
+        no delay."""
         if not self.smooth:
             return {k: v[:n] for k, v in frames.items()}
         r = min(self.lookahead, int(3 * self.smooth))
